@@ -1,0 +1,323 @@
+"""Command line: argument parsing and the pipeline's steps in order, nothing else.
+
+    python -m orchestrator MATRIX [options]          run a matrix (same as `run MATRIX`)
+    python -m orchestrator report RUN_DIR            re-render the report from stored results
+    python -m orchestrator compare RUN_A RUN_B       per-cell ratios with significance
+    python -m orchestrator clean                     remove containers left by a killed run
+
+Exit codes: 0 run completed (failed cells included), 1 the orchestration failed, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.errors import InputError, OrchestrationError
+from orchestrator.frameworks import check_name, discover
+from orchestrator.matrix import Matrix, load_matrix, parse_set
+from orchestrator.plan import Plan, expand
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+SUBCOMMANDS = ("run", "report", "compare", "clean")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m orchestrator",
+        description="Run the LSTM benchmark matrix: one image per framework (images/<name>/Dockerfile), one fresh "
+        "container per cell, one JSON result per cell, then a report. Other commands: report RUN_DIR | "
+        "compare RUN_A RUN_B | clean.",
+        epilog="Exit codes: 0 run completed (classified cell failures included), 1 orchestration failed "
+        "(e.g. no Docker engine), 2 bad input, 130 interrupted (finished cells kept; rerun with --resume).",
+    )
+    p.add_argument("matrix", type=Path, help="the matrix YAML file (e.g. matrix.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print one line per cell and run nothing")
+    p.add_argument(
+        "--only",
+        metavar="NAME[,NAME]",
+        help="run only these frameworks (any folder under images/); NAME:VARIANT picks one variant",
+    )
+    p.add_argument("--hidden", metavar="N[,N]", help="override the hidden-size axis")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scalar matrix key, e.g. --set batch=4 --set seq_len=8 (repeatable)",
+    )
+    p.add_argument(
+        "--runner",
+        choices=("docker", "local", "ray"),
+        default="docker",
+        help="docker (default): one container per cell; local: a subprocess per cell, no Docker; "
+        "ray: cells as Ray tasks on a cluster",
+    )
+    p.add_argument("--device", choices=("gpu", "cpu"), help="override the matrix's device")
+    p.add_argument("--gpus", metavar="all|0,1,3", help="GPUs to use, one cell per GPU at a time")
+    p.add_argument("--slots", type=int, metavar="N", help="with --device cpu: cells run N at a time")
+    p.add_argument("--out", type=Path, help="run directory (default: reports/run-<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="run only the cells of --out that have no result yet")
+    p.add_argument(
+        "--build-arg",
+        dest="build_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="docker build argument for every image, e.g. BASE_IMAGE=lstm-bench/base:bookworm-numpy",
+    )
+    p.add_argument(
+        "--python",
+        default="venv",
+        metavar="venv|current|PATH",
+        help="local runner: per-framework cached venvs (default), this interpreter, or a given Python",
+    )
+    p.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:PORT", help="ray runner: cluster address")
+    p.add_argument("--no-report", action="store_true", help="skip rendering the report at the end")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live progress, only the summary")
+    return p
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = parse_set(args.sets)
+    if args.hidden:
+        try:
+            overrides["hidden"] = [int(h) for h in _csv(args.hidden)]
+        except ValueError:
+            raise InputError(f"--hidden {args.hidden!r}: expected integers separated by commas") from None
+    if args.only:
+        names = _csv(args.only)
+        for name in names:
+            check_name(name.partition(":")[0])
+        overrides["frameworks"] = names
+    if args.device:
+        overrides["device"] = args.device
+    if args.gpus:
+        overrides["gpus"] = "all" if args.gpus == "all" else [int(g) for g in _csv(args.gpus) if g.isdigit()]
+    if args.slots is not None:
+        overrides["slots"] = args.slots
+    return overrides
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    matrix = load_matrix(args.matrix, build_overrides(args))
+    return expand(matrix, discover(PROJECT_ROOT / "images"))
+
+
+def dry_run(plan: Plan) -> None:
+    many = plan.matrix.repeats > 1
+    for c in plan.cells:
+        name = f"{c.framework}:{c.variant}" if c.variant else c.framework
+        extra = (f" impl={c.impl}" if c.impl != "default" else "") + (f" repeat={c.repeat}" if many else "")
+        print(f"{name} hidden={c.hidden}{extra}")
+
+
+def parse_build_args(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--build-arg {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def slots_for(matrix: Matrix) -> list[str | None]:
+    """One slot per GPU (its id), or N anonymous CPU slots: the scheduler never runs two cells on one slot."""
+    if matrix.device == "cpu":
+        return [f"cpu{i}" for i in range(matrix.slots)]
+    if matrix.gpus != "all":
+        return [str(g) for g in matrix.gpus]
+    from orchestrator.manifest import host_gpus
+
+    found = [g["index"] for g in host_gpus()]
+    return list(found) or ["0"]  # the engine may see a GPU the host's tools do not list
+
+
+def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
+    if args.runner == "local":
+        from orchestrator.runners.local import LocalRunner
+
+        return LocalRunner(device=matrix.device, python=args.python)
+    if args.runner == "ray":
+        from orchestrator.runners.ray import RayRunner  # type: ignore[import-not-found]
+
+        return RayRunner.from_args(args, matrix, run_id)
+    from orchestrator.runners.docker import DockerRunner
+
+    return DockerRunner(
+        run_id=run_id,
+        device=matrix.device,
+        memory=matrix.memory,
+        pids_limit=matrix.pids_limit,
+        build_args=parse_build_args(args.build_args),
+        build_timeout_s=matrix.build_timeout_s,
+    )
+
+
+def cmd_run(argv: list[str], console: Console) -> int:
+    from orchestrator.manifest import initial_manifest, now_iso
+    from orchestrator.pipeline import Events, execute
+    from orchestrator.store import RunStore
+    from orchestrator.ui import RichEvents, summary_table
+
+    args = run_parser().parse_args(argv)
+    plan = make_plan(args)
+    if args.dry_run:
+        dry_run(plan)
+        return EXIT_OK
+    if args.resume and args.out is None:
+        raise InputError("--resume needs --out DIR (the run directory to finish)")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or PROJECT_ROOT / "reports" / f"run-{stamp}"
+    store = RunStore(out)
+    previous = store.read_manifest() if args.resume else {}
+    matrix_doc = plan.matrix.model_dump(mode="json")
+    if previous and previous.get("matrix") != matrix_doc:
+        raise InputError(f"--resume: {out} was run with a different matrix; use the same matrix and options")
+    run_id = previous.get("run_id") or f"{stamp}-{secrets.token_hex(3)}"
+    parse_build_args(args.build_args)
+
+    store.open_for_run()
+    try:
+        runner = make_runner(args, plan.matrix, run_id)
+        runner_info = runner.preflight()
+        manifest = initial_manifest(run_id, matrix_doc, runner_info, [sys.executable, "-m", "orchestrator", *argv])
+        if previous:
+            manifest["started_at"] = previous.get("started_at", manifest["started_at"])
+            manifest["environments"] = previous.get("environments", {})
+            manifest["resumed_at"] = [*previous.get("resumed_at", []), now_iso()]
+        store.write_manifest(manifest)
+
+        events: Events
+        if args.quiet:
+            events = Events()
+            summary = execute(plan, runner, store, run_id, slots_for(plan.matrix), events, args.resume)
+        else:
+            with RichEvents(console) as events:
+                summary = execute(plan, runner, store, run_id, slots_for(plan.matrix), events, args.resume)
+        manifest["environments"].update(environment_facts(store))
+        manifest["state"] = "interrupted" if summary.interrupted else "complete"
+        manifest["finished_at"] = now_iso()
+        store.write_manifest(manifest)
+    finally:
+        store.close()
+
+    records = store.records()
+    if records:
+        console.print(summary_table(records))
+    if not args.no_report and records:
+        from orchestrator.report import render
+
+        for path in render(out):
+            console.print(f"wrote {path}", highlight=False)
+    if summary.interrupted:
+        console.print(f"[yellow]interrupted[/]: finished cells are in {out}; finish with --resume --out {out}")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def environment_facts(store: Any) -> dict[str, Any]:
+    """Per image: its tag and id, and the versions the workload reported from inside it."""
+    facts: dict[str, Any] = {}
+    for r in store.records():
+        key = f"{r.framework}:{r.variant}" if r.variant else r.framework
+        entry = facts.setdefault(key, {"image": r.image, "versions": None, "device": None})
+        if r.workload and entry["versions"] is None:
+            entry["versions"] = r.workload.get("versions")
+            entry["device"] = (r.workload.get("device") or {}).get("name")
+    return facts
+
+
+def cmd_report(argv: list[str], console: Console) -> int:
+    p = _Parser(prog="python -m orchestrator report", description="Re-render a run's report from its stored results.")
+    p.add_argument("run_dir", type=Path)
+    args = p.parse_args(argv)
+    from orchestrator.report import render
+    from orchestrator.store import open_existing
+
+    open_existing(args.run_dir)
+    for path in render(args.run_dir):
+        console.print(f"wrote {path}", highlight=False)
+    return EXIT_OK
+
+
+def cmd_compare(argv: list[str], console: Console) -> int:
+    p = _Parser(
+        prog="python -m orchestrator compare",
+        description="Compare two runs cell by cell: ratio of medians, significance, geometric mean.",
+    )
+    p.add_argument("run_a", type=Path)
+    p.add_argument("run_b", type=Path)
+    p.add_argument("--markdown", type=Path, help="also write the comparison as Markdown to this file")
+    args = p.parse_args(argv)
+    from orchestrator.compare import run_cli
+    from orchestrator.store import open_existing
+
+    open_existing(args.run_a)
+    open_existing(args.run_b)
+    return run_cli(args.run_a, args.run_b, args.markdown)
+
+
+def cmd_clean(argv: list[str], console: Console) -> int:
+    p = _Parser(
+        prog="python -m orchestrator clean",
+        description="Remove every container this project started and a killed run left behind.",
+    )
+    p.parse_args(argv)
+    from orchestrator.runners.docker import connect, remove_orphans
+
+    removed = remove_orphans(connect())
+    console.print(f"removed {removed} container(s)")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    # SIGTERM (a scheduler, `kill`) stops a run as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean}
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:], console)
+        if argv and argv[0] == "run":
+            argv = argv[1:]
+        if not argv:
+            run_parser().print_help()
+            return EXIT_INPUT
+        if argv[0] in ("-h", "--help"):
+            run_parser().print_help()
+            return EXIT_OK
+        return cmd_run(argv, console)
+    except InputError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INPUT
+    except OrchestrationError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os._exit(EXIT_OK)

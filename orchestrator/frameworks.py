@@ -1,0 +1,103 @@
+"""Discovery of frameworks: every `images/<name>/Dockerfile` is one; `framework.yaml` beside it is optional.
+
+framework.yaml (all keys optional, unknown keys refused):
+
+    label: keras                  # row label in the report; variants show as "keras (jax)"
+    workload: keras_lstm          # module under workloads/ (default: the folder name with '-' -> '_')
+    variants: [tensorflow, jax]   # one image per variant, built with --build-arg VARIANT=<variant>
+    impls: [fused, loop]          # implementation paths the workload offers; the first is the default
+    python: "3.11"                # the image's Python (used by the static pin check)
+    original_row: keras (tensorflow)   # the 2016 table's row this one continues, if any
+    note: free text shown in the report (e.g. why a GPU cannot run it)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.errors import InputError
+
+# Names become image tags, container labels and directory names: keep them boring.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+WORKLOAD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class FrameworkMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str | None = None
+    workload: str | None = Field(default=None, pattern=WORKLOAD_RE.pattern)
+    variants: tuple[str, ...] = ()
+    impls: tuple[str, ...] = ()
+    python: str | None = None
+    original_row: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str
+    directory: Path
+    meta: FrameworkMeta
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.directory / "Dockerfile"
+
+    @property
+    def workload_module(self) -> str:
+        return self.meta.workload or self.name.replace("-", "_").replace(".", "_")
+
+    @property
+    def label(self) -> str:
+        return self.meta.label or self.name
+
+    @property
+    def cpu_requirements(self) -> Path | None:
+        path = self.directory / "requirements-cpu.txt"
+        return path if path.is_file() else None
+
+    def row_label(self, variant: str | None) -> str:
+        return f"{self.label} ({variant})" if variant else self.label
+
+
+def check_name(name: str, what: str = "framework name") -> str:
+    if not NAME_RE.match(name):
+        raise InputError(
+            f"invalid {what} {name!r}: expected lowercase letters, digits, '-', '_' or '.', starting with a "
+            "letter or digit (no '/', '..', spaces or shell characters)"
+        )
+    return name
+
+
+def _load_meta(path: Path) -> FrameworkMeta:
+    if not path.is_file():
+        return FrameworkMeta()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise InputError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+        return FrameworkMeta.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise InputError(f"{path}: key '{key}': {err['msg']}") from None
+
+
+def discover(images_dir: Path) -> dict[str, Framework]:
+    """Every sub-folder of images/ holding a Dockerfile, sorted by name."""
+    found: dict[str, Framework] = {}
+    if not images_dir.is_dir():
+        return found
+    for child in sorted(images_dir.iterdir()):
+        if not (child / "Dockerfile").is_file() or not NAME_RE.match(child.name):
+            continue
+        found[child.name] = Framework(child.name, child, _load_meta(child / "framework.yaml"))
+    return found

@@ -1,0 +1,250 @@
+"""The matrix file: schema (pydantic), loading with file:line errors, and command-line overrides."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.errors import InputError
+from orchestrator.frameworks import NAME_RE
+
+MAX_MATRIX_BYTES = 1 << 20
+# Aliases let a tiny YAML document describe a huge tree ("billion laughs"); we refuse past this many nodes.
+MAX_NODES = 20_000
+MEMORY_RE = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
+# Keys `--set` may override: every scalar of the schema.
+SCALAR_KEYS = (
+    "batch",
+    "seq_len",
+    "vocab",
+    "classes",
+    "lr",
+    "warmup",
+    "iters",
+    "seed",
+    "device",
+    "repeats",
+    "timeout_s",
+    "build_timeout_s",
+    "memory",
+    "pids_limit",
+    "data_batches",
+    "name",
+    "slots",
+    "registry",
+)
+
+
+class FrameworkEntry(BaseModel):
+    """One framework of the matrix; `variants` narrows a framework's declared variants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_RE.pattern)
+    variants: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        # "keras" or "keras:jax" is shorthand for {name: keras, variants: [jax]}.
+        if isinstance(value, str):
+            name, _, variant = value.partition(":")
+            return {"name": name, "variants": [variant]} if variant else {"name": name}
+        return value
+
+
+class Matrix(BaseModel):
+    """The experiment. Defaults are the original 2016 benchmark's parameters (see docs/matrix.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "lstm-bench"
+    frameworks: Literal["all"] | tuple[FrameworkEntry, ...] = "all"
+    hidden: tuple[PositiveInt, ...] = (128, 256, 512, 1024, 2048)
+    impls: Literal["default", "all"] | tuple[str, ...] = "default"
+    batch: PositiveInt = 128
+    seq_len: PositiveInt = 64
+    vocab: PositiveInt = 10000
+    classes: int = Field(default=5, ge=2)
+    lr: PositiveFloat = 0.001
+    warmup: int = Field(default=2, ge=0)
+    iters: PositiveInt = 50
+    seed: int = Field(default=0, ge=0)
+    data_batches: PositiveInt = 4
+    device: Literal["gpu", "cpu"] = "gpu"
+    gpus: Literal["all"] | tuple[int, ...] = "all"
+    slots: PositiveInt = 1
+    repeats: PositiveInt = 1
+    timeout_s: PositiveFloat = 1800.0
+    build_timeout_s: PositiveFloat = 3600.0
+    memory: str = "32g"
+    pids_limit: PositiveInt = 4096
+    registry: str | None = None
+
+    @field_validator("frameworks", mode="before")
+    @classmethod
+    def _frameworks(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [FrameworkEntry.parse(v) for v in value]
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not MEMORY_RE.match(value):
+            raise ValueError("expected a size like 512m or 16g")
+        return value.lower()
+
+    @field_validator("hidden", "gpus")
+    @classmethod
+    def _non_empty_unique(cls, value: Any) -> Any:
+        if isinstance(value, tuple):
+            if not value:
+                raise ValueError("expected at least one value")
+            if len(set(value)) != len(value):
+                raise ValueError("values must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_frameworks(self) -> Matrix:
+        if isinstance(self.frameworks, tuple):
+            names = [f.name for f in self.frameworks]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"framework listed twice: {', '.join(dup)}")
+            if not names:
+                raise ValueError("expected at least one framework, or 'all'")
+        return self
+
+
+def memory_bytes(text: str) -> int:
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    unit = text[-1].lower()
+    return int(text[:-1]) * units[unit] if unit in units else int(text)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _count_nodes(node: yaml.Node, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise InputError("")  # message filled in by the caller, which knows the file
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _count_nodes(child, budget)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            _count_nodes(key, budget)
+            _count_nodes(value, budget)
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node on the pydantic error path `loc`."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    nxt, line = value, key.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _describe(loc: tuple[Any, ...]) -> str:
+    # pydantic adds union-branch and tag names to the path; keep the user's keys and indexes only.
+    parts = [str(p) for p in loc if isinstance(p, int) or not any(c in str(p) for c in "[]()'\"")]
+    parts = [p for p in parts if p not in {"str", "tuple", "function-after", "literal"}]
+    return ".".join(parts) or "(top level)"
+
+
+def parse_matrix(text: str, source: str, overrides: dict[str, Any] | None = None) -> Matrix:
+    """Validate a matrix document; raise InputError with 'file:line: key: problem' on bad input."""
+    if len(text.encode()) > MAX_MATRIX_BYTES:
+        raise InputError(f"{source}: file is larger than {MAX_MATRIX_BYTES} bytes")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            try:
+                _count_nodes(root, [MAX_NODES])
+            except RecursionError:
+                raise InputError("") from None
+        raw = yaml.safe_load(text)
+    except InputError:
+        raise InputError(f"{source}: document too large or too deeply nested (over {MAX_NODES} nodes)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{where}: not valid YAML: {problem}") from None
+    if raw is None:
+        raise InputError(f"{source}: the matrix is empty; expected a mapping with at least 'frameworks'")
+    if not isinstance(raw, dict):
+        raise InputError(f"{source}:1: expected a mapping of keys, got {type(raw).__name__}")
+    raw = {**raw, **(overrides or {})}
+    try:
+        return Matrix.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = _describe(loc)
+        from_cli = bool(overrides) and loc and loc[0] in overrides
+        line = None if from_cli else _line_of(root, loc)
+        where = "command line" if from_cli else (f"{source}:{line}" if line else source)
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+        raise InputError(f"{where}: key '{key}': {err['msg']}{shown}") from None
+    except RecursionError:
+        raise InputError(f"{source}: document too deeply nested") from None
+
+
+def load_matrix(path: Path, overrides: dict[str, Any] | None = None) -> Matrix:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such matrix file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    return parse_matrix(text, str(path), overrides)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs; VALUE is read as YAML so numbers and booleans keep their type."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in SCALAR_KEYS:
+            raise InputError(f"--set {key}: unknown key; expected one of {', '.join(SCALAR_KEYS)}")
+        try:
+            out[key] = yaml.safe_load(value) if value else value
+        except yaml.YAMLError:
+            out[key] = value
+        if key in {"memory", "name", "registry"} and out[key] is not None:
+            out[key] = str(value)
+    return out

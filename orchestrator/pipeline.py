@@ -1,0 +1,184 @@
+"""The run, as small steps: prepare environments -> run cells on slots -> classify -> store, one cell at a time.
+
+A failing cell never stops the run; a finished cell is on disk before the next one is picked up; Ctrl-C
+stops the cells in flight, keeps everything finished and marks the run interrupted.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.classify import classify
+from orchestrator.manifest import now_iso
+from orchestrator.plan import Cell, Plan
+from orchestrator.results import CellRecord, Status
+from orchestrator.runners.base import PARAMS_FILE, Environment, Outcome, Runner
+from orchestrator.store import RunStore, write_json
+
+
+class Events:
+    """What the pipeline tells the user interface; the default says nothing (tests, library use)."""
+
+    def build_started(self, key: tuple[str, str | None]) -> None: ...
+    def build_line(self, key: tuple[str, str | None], line: str) -> None: ...
+    def build_finished(self, env: Environment) -> None: ...
+    def cells_planned(self, total: int, already_done: int) -> None: ...
+    def cell_started(self, cell: Cell, slot: str | None) -> None: ...
+    def cell_finished(self, record: CellRecord) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    records: list[CellRecord] = field(default_factory=list)
+    interrupted: bool = False
+    skipped_done: int = 0
+
+
+def record_for(
+    cell: Cell,
+    label: str,
+    run_id: str,
+    device: str,
+    slot: str | None,
+    env: Environment,
+    status: Status,
+    reason: str | None,
+    duration_s: float,
+    outcome: Outcome | None,
+    workload: dict[str, Any] | None,
+) -> CellRecord:
+    stats = (workload or {}).get("stats_ms") or {}
+    return CellRecord(
+        run_id=run_id,
+        cell_id=cell.cell_id,
+        framework=cell.framework,
+        variant=cell.variant,
+        impl=cell.impl,
+        label=label,
+        hidden=cell.hidden,
+        repeat=cell.repeat,
+        device=device,
+        slot=slot,
+        status=status,
+        reason=reason,
+        duration_s=round(duration_s, 3),
+        exit_code=outcome.exit_code if outcome else None,
+        image=env.details or None,
+        median_ms=stats.get("median") if status is Status.OK else None,
+        mean_ms=stats.get("mean") if status is Status.OK else None,
+        log_tail=outcome.log_tail[-4000:] if outcome and status is not Status.OK else None,
+        workload=workload,
+        finished_at=now_iso(),
+    )
+
+
+def prepare_environments(
+    plan: Plan, runner: Runner, keys: list[tuple[str, str | None]], events: Events
+) -> dict[tuple[str, str | None], Environment]:
+    envs = {}
+    for key in keys:
+        name, variant = key
+        events.build_started(key)
+        env = runner.prepare(plan.frameworks[name], variant, lambda line, k=key: events.build_line(k, line))
+        events.build_finished(env)
+        envs[key] = env
+    return envs
+
+
+def run_one(
+    plan: Plan, runner: Runner, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None
+) -> CellRecord | None:
+    """Run and classify one cell; None when it was aborted (so --resume runs it again)."""
+    matrix = plan.matrix
+    label = plan.frameworks[cell.framework].row_label(cell.variant)
+    if env.error is not None:
+        return record_for(
+            cell, label, run_id, matrix.device, slot, env, Status.BUILD_FAILED, env.error[-4000:], 0.0, None, None
+        )
+    cell_dir = store.fresh_cell_dir(cell.cell_id)
+    write_json(cell_dir / PARAMS_FILE, cell.params(matrix))
+    outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s)
+    if outcome.error == "aborted":
+        return None
+    status, reason, workload = classify(outcome, matrix.timeout_s)
+    return record_for(
+        cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload
+    )
+
+
+def execute(
+    plan: Plan,
+    runner: Runner,
+    store: RunStore,
+    run_id: str,
+    slots: list[str | None],
+    events: Events,
+    resume: bool = False,
+    on_record: Callable[[CellRecord], None] | None = None,
+) -> RunSummary:
+    summary = RunSummary()
+    order = [c.cell_id for c in plan.cells]
+    done = store.done_ids() if resume else set()
+    todo = [c for c in plan.cells if c.cell_id not in done]
+    summary.skipped_done = len(plan.cells) - len(todo)
+    events.cells_planned(len(plan.cells), summary.skipped_done)
+    if not todo:
+        return summary
+
+    keys = list(dict.fromkeys(c.image_key for c in todo))
+    try:
+        envs = prepare_environments(plan, runner, keys, events)
+    except KeyboardInterrupt:
+        runner.abort()
+        summary.interrupted = True
+        return summary
+
+    free: queue.Queue[str | None] = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def work(cell: Cell) -> None:
+        if stop.is_set():
+            return
+        slot = free.get()  # one cell per slot: never two timed cells on one GPU
+        try:
+            if stop.is_set():
+                return
+            events.cell_started(cell, slot)
+            record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot)
+            if record is None:
+                return
+            store.save(record, order)
+            with lock:
+                summary.records.append(record)
+            events.cell_finished(record)
+            if on_record:
+                on_record(record)
+        finally:
+            free.put(slot)
+
+    pool = cf.ThreadPoolExecutor(max_workers=max(1, len(slots)), thread_name_prefix="cell")
+    futures = [pool.submit(work, cell) for cell in todo]
+    try:
+        pending = set(futures)
+        while pending:
+            # Short waits keep the main thread responsive to Ctrl-C.
+            finished, pending = cf.wait(pending, timeout=0.2)
+            for fut in finished:
+                fut.result()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        stop.set()
+        runner.abort()
+        for fut in futures:
+            fut.cancel()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return summary

@@ -1,0 +1,103 @@
+"""Expansion of a validated matrix into cells: frameworks x variants x impls x hidden sizes x repeats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import InputError
+from orchestrator.frameworks import Framework, check_name
+from orchestrator.matrix import Matrix
+
+# Matrix keys that reach the workload unchanged (the rest steer the orchestrator).
+WORKLOAD_KEYS = ("batch", "seq_len", "vocab", "classes", "lr", "warmup", "iters", "seed", "device", "data_batches")
+
+
+@dataclass(frozen=True)
+class Cell:
+    framework: str
+    variant: str | None
+    impl: str
+    hidden: int
+    repeat: int
+
+    @property
+    def image_key(self) -> tuple[str, str | None]:
+        """Cells sharing this key run in the same image."""
+        return (self.framework, self.variant)
+
+    @property
+    def cell_id(self) -> str:
+        parts = [self.framework]
+        if self.variant:
+            parts.append(self.variant)
+        if self.impl != "default":
+            parts.append(self.impl)
+        parts += [f"h{self.hidden}", f"r{self.repeat}"]
+        return "-".join(parts)
+
+    def params(self, matrix: Matrix) -> dict[str, Any]:
+        """The contract's params.json for this cell (docs/contract.md)."""
+        base = {k: getattr(matrix, k) for k in WORKLOAD_KEYS}
+        return {
+            "framework": self.framework,
+            "variant": self.variant,
+            "impl": self.impl,
+            "hidden": self.hidden,
+            **base,
+            "seed": matrix.seed,  # identical across repeats: the same model and data, rerun
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    matrix: Matrix
+    frameworks: dict[str, Framework]  # only those the plan uses
+    cells: tuple[Cell, ...]
+
+
+def _variants(fw: Framework, wanted: tuple[str, ...] | None) -> list[str | None]:
+    declared = list(fw.meta.variants)
+    if wanted is None:
+        return list(declared) or [None]
+    if not declared:
+        raise InputError(f"framework '{fw.name}' declares no variants, but the matrix asks for {list(wanted)}")
+    unknown = [v for v in wanted if v not in declared]
+    if unknown:
+        raise InputError(
+            f"framework '{fw.name}': unknown variant(s) {unknown}; it declares {declared} (images/{fw.name}/framework.yaml)"
+        )
+    return list(wanted)
+
+
+def _impls(fw: Framework, wanted: Any) -> list[str]:
+    declared = list(fw.meta.impls)
+    if not declared:
+        return ["default"]
+    if wanted == "default":
+        return declared[:1]
+    if wanted == "all":
+        return declared
+    chosen = [i for i in wanted if i in declared]
+    return chosen or declared[:1]
+
+
+def expand(matrix: Matrix, available: dict[str, Framework]) -> Plan:
+    if matrix.frameworks == "all":
+        entries: list[tuple[str, tuple[str, ...] | None]] = [(name, None) for name in available]
+    else:
+        entries = [(e.name, e.variants) for e in matrix.frameworks]
+    used: dict[str, Framework] = {}
+    cells: list[Cell] = []
+    for name, wanted in entries:
+        check_name(name)
+        if name not in available:
+            known = ", ".join(available) or "none"
+            raise InputError(f"unknown framework '{name}': no images/{name}/Dockerfile (found: {known})")
+        fw = used[name] = available[name]
+        for variant in _variants(fw, wanted):
+            for impl in _impls(fw, matrix.impls):
+                for hidden in matrix.hidden:
+                    for repeat in range(matrix.repeats):
+                        cells.append(Cell(name, variant, impl, hidden, repeat))
+    return Plan(matrix, used, tuple(cells))

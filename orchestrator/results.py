@@ -1,0 +1,75 @@
+"""The one Status enum and the versioned, immutable record of one cell (docs/results-schema.md)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+RECORD_SCHEMA_VERSION = 1
+# Statuses a workload may report in its own JSON (workloads/harness.py WORKLOAD_STATUSES).
+WORKLOAD_REPORTED = {"ok", "oom", "recursion", "crashed", "unsupported"}
+
+
+class Status(str, enum.Enum):
+    OK = "ok"
+    OOM = "oom"  # the device ran out of memory, reported by the workload
+    HOST_OOM = "host-oom"  # the container was killed by its memory limit
+    RECURSION = "recursion"  # Python's recursion limit (the 2016 table's "recursion depth")
+    TIMEOUT = "timeout"  # the orchestrator's per-cell timeout fired
+    BUILD_FAILED = "build-failed"  # the framework's image (or environment) could not be built
+    CRASHED = "crashed"  # any other failure: exit code and stderr tail in the reason
+    INVALID_OUTPUT = "invalid-output"  # the result JSON is missing fields, unparsable or of another schema
+    UNSUPPORTED = "unsupported"  # cannot run on this device, checked at start-up ("didn't run")
+    SKIPPED = "skipped"  # not run on purpose (e.g. --resume found it done elsewhere, or filtered)
+
+    @property
+    def word(self) -> str:
+        """What the report's table shows in place of a number (the 2016 table's vocabulary)."""
+        return _WORDS[self]
+
+
+_WORDS = {
+    Status.OK: "",
+    Status.OOM: "out of mem",
+    Status.HOST_OOM: "host out of mem",
+    Status.RECURSION: "recursion depth",
+    Status.TIMEOUT: "timeout",
+    Status.BUILD_FAILED: "build failed",
+    Status.CRASHED: "crashed",
+    Status.INVALID_OUTPUT: "invalid output",
+    Status.UNSUPPORTED: "didn't run",
+    Status.SKIPPED: "skipped",
+}
+
+
+class CellRecord(BaseModel):
+    """One line of results.jsonl. Immutable; `workload` is the workload's own JSON, verbatim, when valid."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    schema_version: int = RECORD_SCHEMA_VERSION
+    run_id: str
+    cell_id: str
+    framework: str
+    variant: str | None
+    impl: str
+    label: str
+    hidden: int
+    repeat: int
+    device: str
+    slot: str | None = None
+    status: Status
+    reason: str | None = None
+    duration_s: float
+    exit_code: int | None = None
+    image: dict[str, Any] | None = None
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    log_tail: str | None = None
+    workload: dict[str, Any] | None = None
+    finished_at: str
+
+    def to_json_line(self) -> str:
+        return self.model_dump_json() + "\n"

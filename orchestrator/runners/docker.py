@@ -1,0 +1,227 @@
+"""Runs each cell in a fresh, locked-down container on a Docker engine (the docker SDK, never the CLI)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from orchestrator import LABEL_PREFIX, PROJECT_ROOT
+from orchestrator.errors import OrchestrationError
+from orchestrator.frameworks import Framework
+from orchestrator.images import BuildFailed, ensure_image
+from orchestrator.matrix import memory_bytes
+from orchestrator.plan import Cell
+from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, LogTail, Outcome, read_result
+
+CONTAINER_RESULTS = "/results"
+MANAGED = f"{LABEL_PREFIX}.managed"
+RUN_LABEL = f"{LABEL_PREFIX}.run-id"
+# Root on the host would mean root in the container; cells then run as this uid and own their cell dir.
+FALLBACK_UID = 10001
+STOP_GRACE_S = 2
+
+
+def connect(timeout: int = 60) -> Any:
+    """A client for DOCKER_HOST (or the default socket), proven alive; OrchestrationError otherwise."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except Exception as exc:
+        where = os.environ.get("DOCKER_HOST", "the default socket")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OrchestrationError(f"cannot reach the Docker engine at {where}: {first}") from None
+
+
+def remove_orphans(client: Any, run_id: str | None = None) -> int:
+    """Remove containers this project left behind (a killed orchestrator); returns how many."""
+    selector = f"{RUN_LABEL}={run_id}" if run_id else f"{MANAGED}=true"
+    removed = 0
+    for c in client.containers.list(all=True, filters={"label": selector}, ignore_removed=True):
+        with contextlib.suppress(Exception):
+            c.remove(force=True)
+            removed += 1
+    return removed
+
+
+def has_nvidia_runtime(info: dict[str, Any]) -> bool:
+    runtimes = info.get("Runtimes") or {}
+    return "nvidia" in runtimes or (bool(info.get("CDISpecDirs")) and os.environ.get("LSTM_BENCH_CDI") == "1")
+
+
+class DockerRunner:
+    name = "docker"
+
+    def __init__(
+        self,
+        run_id: str,
+        device: str,
+        memory: str,
+        pids_limit: int,
+        build_args: dict[str, str] | None = None,
+        build_timeout_s: float = 3600.0,
+        root: Path = PROJECT_ROOT,
+        client: Any = None,
+    ) -> None:
+        self.run_id = run_id
+        self.device = device
+        self.memory = memory
+        self.pids_limit = pids_limit
+        self.build_args = dict(build_args or {})
+        self.build_timeout_s = build_timeout_s
+        self.root = root
+        self.client = client or connect()
+        self._running: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._aborted = threading.Event()
+
+    # ------------------------------------------------------------------ preflight
+    def preflight(self) -> dict[str, Any]:
+        info = self.client.info()
+        version = self.client.version()
+        if self.device == "gpu" and not has_nvidia_runtime(info) and os.environ.get("LSTM_BENCH_SKIP_GPU_CHECK") != "1":
+            raise OrchestrationError(
+                "GPU cells requested but the Docker engine has no NVIDIA runtime: install the NVIDIA Container "
+                "Toolkit (then `nvidia-ctk runtime configure --runtime=docker` and restart dockerd), "
+                "or run on CPU with --device cpu"
+            )
+        orphans = remove_orphans(self.client)
+        return {
+            "engine": "docker",
+            "docker_version": version.get("Version"),
+            "api_version": version.get("ApiVersion"),
+            "os": info.get("OperatingSystem"),
+            "kernel": info.get("KernelVersion"),
+            "cgroup_version": info.get("CgroupVersion"),
+            "runtimes": sorted((info.get("Runtimes") or {}).keys()),
+            "orphans_removed": orphans,
+        }
+
+    # ------------------------------------------------------------------ images
+    def prepare(self, framework: Framework, variant: str | None, on_line: Any = None) -> Environment:
+        key = (framework.name, variant)
+        try:
+            built = ensure_image(
+                self.client, self.root, framework, variant, self.build_args, self.build_timeout_s, on_line
+            )
+        except BuildFailed as exc:
+            return Environment(key, None, {}, error=f"{exc}\n{exc.log_tail}".strip())
+        return Environment(
+            key, built.tag, {"tag": built.tag, "id": built.image_id, "cached": built.cached}, None, built.duration_s
+        )
+
+    # ------------------------------------------------------------------ cells
+    def _user(self, cell_dir: Path) -> str:
+        uid, gid = os.getuid(), os.getgid()
+        if uid == 0:
+            uid = gid = FALLBACK_UID
+            os.chown(cell_dir, uid, gid)
+            for child in cell_dir.iterdir():
+                os.chown(child, uid, gid)
+        return f"{uid}:{gid}"
+
+    def container_config(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None) -> dict[str, Any]:
+        import docker
+
+        limit = memory_bytes(self.memory)
+        environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        device_requests = []
+        if slot is not None and self.device == "gpu":
+            # Explicit ids: count=1 always means GPU 0, which would stack parallel cells on one GPU.
+            device_requests = [docker.types.DeviceRequest(device_ids=[slot], capabilities=[["gpu"]])]
+            environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+        return {
+            "image": env.ref,
+            "command": [
+                "--params",
+                f"{CONTAINER_RESULTS}/{PARAMS_FILE}",
+                "--out",
+                f"{CONTAINER_RESULTS}/{RESULT_FILE}",
+            ],
+            "user": self._user(cell_dir),
+            "environment": environment,
+            "mounts": [docker.types.Mount(CONTAINER_RESULTS, str(cell_dir.resolve()), type="bind", read_only=False)],
+            "read_only": True,  # the image (and with it the workload code) is read-only
+            "tmpfs": {"/tmp": "rw,exec,size=2g"},
+            "mem_limit": limit,
+            "memswap_limit": limit,  # equal: no swap, so exceeding the limit is a real OOM kill
+            "pids_limit": self.pids_limit,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "network_mode": "none",
+            "privileged": False,
+            "init": True,
+            "device_requests": device_requests,
+            "labels": {MANAGED: "true", RUN_LABEL: self.run_id, f"{LABEL_PREFIX}.cell": cell.cell_id},
+            "detach": True,
+        }
+
+    def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
+        started = time.monotonic()
+        tail = LogTail()
+        container = None
+        timed_out = oom_killed = False
+        exit_code: int | None = None
+        error: str | None = None
+        try:
+            container = self.client.containers.create(**self.container_config(cell, env, cell_dir, slot))
+            with self._lock:
+                self._running[cell.cell_id] = container
+            if self._aborted.is_set():
+                raise InterruptedError("aborted")
+            container.start()
+            follower = threading.Thread(target=_follow_logs, args=(container, tail), daemon=True)
+            follower.start()
+            try:
+                exit_code = int(container.wait(timeout=timeout_s)["StatusCode"])
+            except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+                timed_out = not self._aborted.is_set()
+                with contextlib.suppress(Exception):
+                    container.kill()
+                with contextlib.suppress(Exception):
+                    exit_code = int(container.wait(timeout=30)["StatusCode"])
+            follower.join(timeout=5)
+            container.reload()
+            oom_killed = bool(container.attrs["State"].get("OOMKilled")) and not timed_out
+        except InterruptedError:
+            error = "aborted"
+        except Exception as exc:
+            error = f"container failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        finally:
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+                with self._lock:
+                    self._running.pop(cell.cell_id, None)
+        return Outcome(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            oom_killed=oom_killed,
+            result_text=read_result(cell_dir),
+            log_tail=tail.text(),
+            duration_s=time.monotonic() - started,
+            error=error,
+            memory_limited=True,
+        )
+
+    def abort(self) -> None:
+        self._aborted.set()
+        with self._lock:
+            running = list(self._running.values())
+        for container in running:
+            with contextlib.suppress(Exception):
+                container.kill()
+
+
+def _follow_logs(container: Any, tail: LogTail) -> None:
+    with contextlib.suppress(Exception):
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            tail.feed(chunk)

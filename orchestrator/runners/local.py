@@ -1,0 +1,136 @@
+"""Runs each cell as a subprocess of a local Python: same contract as the container, no Docker needed.
+
+`python` chooses the interpreter: "venv" (a cached per-framework environment from its pinned CPU
+requirements, falling back to this interpreter when a framework has none), "current" (this interpreter,
+e.g. on a GPU host whose frameworks are installed already), or a path to a Python.
+No memory limit is applied (RLIMIT_AS breaks frameworks that reserve address space); timeouts are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.frameworks import Framework
+from orchestrator.plan import Cell
+from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, LogTail, Outcome, read_result
+from orchestrator.venvs import VenvError, ensure_venv
+
+
+class LocalRunner:
+    name = "local"
+
+    def __init__(self, device: str, python: str = "venv", root: Path = PROJECT_ROOT) -> None:
+        self.device = device
+        self.python = python
+        self.root = root
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._aborted = threading.Event()
+
+    def preflight(self) -> dict[str, Any]:
+        return {
+            "engine": "local",
+            "python": self.python,
+            "host_python": sys.version.split()[0],
+            "platform": platform.platform(),
+        }
+
+    def prepare(self, framework: Framework, variant: str | None, on_line: Any = None) -> Environment:
+        key = (framework.name, variant)
+        started = time.monotonic()
+        if self.python == "current" or (self.python == "venv" and framework.cpu_requirements is None):
+            exe = sys.executable
+        elif self.python == "venv":
+            try:
+                exe = str(ensure_venv(framework, variant, on_line))
+            except (VenvError, OSError, subprocess.TimeoutExpired) as exc:
+                return Environment(key, None, {}, error=f"environment for {framework.name} failed: {exc}")
+        else:
+            exe = self.python
+        details = {"python": exe, "workload": f"workloads.{framework.workload_module}"}
+        return Environment(key, exe, details, None, time.monotonic() - started)
+
+    def command(self, env: Environment, framework_module: str, cell_dir: Path) -> list[str]:
+        return [
+            str(env.ref),
+            "-m",
+            framework_module,
+            "--params",
+            str(cell_dir / PARAMS_FILE),
+            "--out",
+            str(cell_dir / RESULT_FILE),
+        ]
+
+    def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
+        started = time.monotonic()
+        tail = LogTail()
+        environ = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.root)}
+        if self.device == "gpu" and slot is not None:
+            environ["CUDA_VISIBLE_DEVICES"] = slot
+        elif self.device == "cpu":
+            environ["CUDA_VISIBLE_DEVICES"] = ""
+        timed_out = False
+        error = None
+        exit_code = None
+        try:
+            proc = subprocess.Popen(
+                self.command(env, env.details["workload"], cell_dir),
+                cwd=self.root,
+                env=environ,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: a timeout kills the workload's children too
+            )
+        except OSError as exc:
+            return Outcome(None, False, False, None, "", time.monotonic() - started, f"cannot start: {exc}")
+        with self._lock:
+            self._procs[cell.cell_id] = proc
+        reader = threading.Thread(target=_pump, args=(proc, tail), daemon=True)
+        reader.start()
+        try:
+            exit_code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = not self._aborted.is_set()
+            _kill_group(proc)
+            exit_code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+                proc.wait()
+            with self._lock:
+                self._procs.pop(cell.cell_id, None)
+            reader.join(timeout=5)
+        if self._aborted.is_set():
+            error = "aborted"
+        # A negative code is a signal; report it the way a container would (128 + signal).
+        code = 128 - exit_code if exit_code is not None and exit_code < 0 else exit_code
+        return Outcome(code, timed_out, False, read_result(cell_dir), tail.text(), time.monotonic() - started, error)
+
+    def abort(self) -> None:
+        self._aborted.set()
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _pump(proc: subprocess.Popen[bytes], tail: LogTail) -> None:
+    assert proc.stdout is not None
+    for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+        tail.feed(chunk)

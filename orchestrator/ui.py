@@ -1,0 +1,104 @@
+"""rich live progress for builds and cells, and the summary table at the end."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.pipeline import Events
+from orchestrator.plan import Cell
+from orchestrator.results import CellRecord, Status
+from orchestrator.runners.base import Environment
+
+_STYLE = {Status.OK: "green", Status.SKIPPED: "dim", Status.UNSUPPORTED: "yellow", Status.OOM: "yellow"}
+
+
+def _key_name(key: tuple[str, str | None]) -> str:
+    return f"{key[0]}:{key[1]}" if key[1] else key[0]
+
+
+class RichEvents(Events):
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._builds: dict[tuple[str, str | None], Any] = {}
+        self._cells_task: Any = None
+        self._running: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> RichEvents:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def build_started(self, key: tuple[str, str | None]) -> None:
+        self._builds[key] = self.progress.add_task(f"build {_key_name(key)}", total=None)
+
+    def build_line(self, key: tuple[str, str | None], line: str) -> None:
+        if line.strip():
+            short = line.strip().replace("[", "(")[:70]
+            self.progress.update(self._builds[key], description=f"build {_key_name(key)}: {short}")
+
+    def build_finished(self, env: Environment) -> None:
+        task = self._builds[env.key]
+        if env.error:
+            first = env.error.strip().splitlines()[0][:80].replace("[", "(")
+            text = f"[red]build {_key_name(env.key)} failed[/]: {first}"
+        else:
+            cached = " (cached)" if env.details.get("cached") else ""
+            text = f"[green]ready[/] {_key_name(env.key)}{cached} {env.ref}"
+        self.progress.update(task, description=text, total=1, completed=1)
+
+    def cells_planned(self, total: int, already_done: int) -> None:
+        self._cells_task = self.progress.add_task("cells", total=total, completed=already_done)
+
+    def cell_started(self, cell: Cell, slot: str | None) -> None:
+        with self._lock:
+            self._running[cell.cell_id] = slot or "-"
+            self._refresh()
+
+    def cell_finished(self, record: CellRecord) -> None:
+        with self._lock:
+            self._running.pop(record.cell_id, None)
+            self._refresh()
+        self.progress.advance(self._cells_task)
+        style = _STYLE.get(record.status, "red")
+        value = f"{record.median_ms:.1f} ms" if record.median_ms is not None else (record.reason or "")
+        value = value.strip().splitlines()[0][:90] if value.strip() else ""
+        self.console.print(
+            f"  [{style}]{record.status.value:>14}[/] {record.cell_id}  {value}", markup=True, highlight=False
+        )
+
+    def _refresh(self) -> None:
+        running = ", ".join(sorted(self._running)) or "-"
+        self.progress.update(self._cells_task, description=f"cells (running: {running[:80]})")
+
+
+def summary_table(records: list[CellRecord]) -> Table:
+    table = Table(title="lstm-bench summary (ms per batch, median)")
+    table.add_column("framework")
+    hiddens = sorted({r.hidden for r in records})
+    for h in hiddens:
+        table.add_column(f"hidden-{h}", justify="right")
+    rows: dict[str, dict[int, str]] = {}
+    for r in records:
+        cell = f"{r.median_ms:.1f}" if r.median_ms is not None else f"[red]{r.status.word}[/]"
+        label = r.label if r.impl == "default" else f"{r.label} · {r.impl}"
+        rows.setdefault(label, {})[r.hidden] = cell if r.repeat == 0 else rows.get(label, {}).get(r.hidden, cell)
+    for label, cells in rows.items():
+        table.add_row(label, *(cells.get(h, "") for h in hiddens))
+    return table

@@ -1,0 +1,87 @@
+"""One cached virtual environment per framework (variant) from its pinned CPU requirements, as nox and asv do.
+
+Requirements: images/<name>/requirements-cpu-<variant>.txt, else images/<name>/requirements-cpu.txt.
+Cache: $LSTM_BENCH_VENVS or ~/.cache/lstm-bench/venvs/<name>[-<variant>]-<hash>, the hash covering the
+requirements text and this Python's version, so a changed pin makes a new environment.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator.frameworks import Framework
+
+COMPLETE = ".lstm-bench-complete"
+
+
+def cache_root() -> Path:
+    env = os.environ.get("LSTM_BENCH_VENVS")
+    return Path(env) if env else Path.home() / ".cache" / "lstm-bench" / "venvs"
+
+
+def requirements_file(framework: Framework, variant: str | None) -> Path | None:
+    if variant:
+        specific = framework.directory / f"requirements-cpu-{variant}.txt"
+        if specific.is_file():
+            return specific
+    return framework.cpu_requirements
+
+
+def venv_path(framework: Framework, variant: str | None, requirements: Path) -> Path:
+    h = hashlib.sha256(requirements.read_bytes())
+    h.update(sys.version.encode())
+    name = f"{framework.name}{'-' + variant if variant else ''}-{h.hexdigest()[:12]}"
+    return cache_root() / name
+
+
+def python_of(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+class VenvError(Exception):
+    pass
+
+
+def ensure_venv(
+    framework: Framework, variant: str | None, on_line: Callable[[str], None] | None = None, timeout_s: float = 3600
+) -> Path:
+    """The Python of a ready environment for this framework, creating it (once, under a lock) if needed."""
+    requirements = requirements_file(framework, variant)
+    if requirements is None:
+        raise VenvError(f"{framework.directory}: no requirements-cpu.txt to build a local environment from")
+    venv = venv_path(framework, variant, requirements)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs (or test workers) may ask at once
+        if (venv / COMPLETE).is_file():
+            return python_of(venv)
+        shutil.rmtree(venv, ignore_errors=True)  # a half-made one from an interrupted attempt
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [
+                str(python_of(venv)),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "-r",
+                str(requirements),
+            ],
+        ]
+        for cmd in steps:
+            if on_line:
+                on_line(" ".join(cmd))
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+                raise VenvError(f"`{' '.join(cmd[:4])} ...` failed (exit {proc.returncode}):\n{tail}")
+        (venv / COMPLETE).write_text(requirements.read_text())
+    return python_of(venv)
