@@ -78,10 +78,7 @@ def copy_sources(instructions: list[Instruction], build_args: dict[str, str]) ->
         if ins.keyword not in {"COPY", "ADD"}:
             continue
         body = ins.args
-        if body.startswith("["):
-            words = json.loads(body)
-        else:
-            words = shlex.split(body)
+        words = json.loads(body) if body.startswith("[") else shlex.split(body)
         flags = [w for w in words if w.startswith("--")]
         if any(f.startswith("--from") for f in flags):
             continue

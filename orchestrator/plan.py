@@ -65,7 +65,8 @@ def _variants(fw: Framework, wanted: tuple[str, ...] | None) -> list[str | None]
     unknown = [v for v in wanted if v not in declared]
     if unknown:
         raise InputError(
-            f"framework '{fw.name}': unknown variant(s) {unknown}; it declares {declared} (images/{fw.name}/framework.yaml)"
+            f"framework '{fw.name}': unknown variant(s) {unknown}; "
+            f"it declares {declared} (images/{fw.name}/framework.yaml)"
         )
     return list(wanted)
 
