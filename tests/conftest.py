@@ -1,0 +1,97 @@
+"""Shared fixtures: the real Docker engine, the locally made base image, throw-away copies of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_IMAGE = os.environ.get("LSTM_BENCH_TEST_BASE", "lstm-bench/base:bookworm-numpy")
+BUILD_ARG = f"BASE_IMAGE={BASE_IMAGE}"
+FIXTURES = ROOT / "tests" / "fixtures"
+# Tiny sizes keep every cell well under a second on two cores.
+TINY = ["--set", "batch=4", "--set", "seq_len=8", "--set", "vocab=100", "--set", "iters=5", "--set", "warmup=1"]
+
+
+def _engine() -> object | None:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> object:
+    client = _engine()
+    if client is None:
+        pytest.skip("no reachable Docker engine (DOCKER_HOST / /var/run/docker.sock)")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: object) -> str:
+    """The registry-free base image (Debian + python3 + numpy), made by the documented script when absent."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "make-base-image.sh"), BASE_IMAGE],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"cannot make base image {BASE_IMAGE}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return BASE_IMAGE
+
+
+def copy_project(dest: Path, extra_frameworks: dict[str, Path] | None = None) -> Path:
+    """A runnable copy of the project (orchestrator, workloads, numpy-reference) with extra framework folders.
+
+    Each extra framework folder may hold `workload.py`; it is installed as workloads/<name with - as _>.py.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("orchestrator", "workloads", "scripts"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "images" / "numpy-reference", dest / "images" / "numpy-reference", dirs_exist_ok=True)
+    shutil.copy(ROOT / "matrix.yaml", dest / "matrix.yaml")
+    for name, source in (extra_frameworks or {}).items():
+        target = dest / "images" / name
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("workload.py", "__pycache__"))
+        if (source / "workload.py").is_file():
+            shutil.copy(source / "workload.py", dest / "workloads" / f"{name.replace('-', '_')}.py")
+    return dest
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Callable[..., Path]:
+    def make(extra: dict[str, Path] | None = None) -> Path:
+        return copy_project(tmp_path / "project", extra)
+
+    return make
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """`python -m orchestrator ARGS` as a user runs it, in `cwd` (whose orchestrator/ is the one imported)."""
+    environ = {**os.environ, "PYTHONPATH": str(cwd), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_container_left_behind() -> Iterator[None]:
+    """After the whole session, no container with the project's label may remain."""
+    yield
+    client = _engine()
+    if client is None:
+        return
+    left = client.containers.list(all=True, filters={"label": "lstm-bench.managed=true"})  # type: ignore[attr-defined]
+    names = [c.name for c in left]
+    for c in left:
+        c.remove(force=True)
+    assert not names, f"containers left behind by the tests: {names}"
