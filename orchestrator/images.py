@@ -66,8 +66,10 @@ def arg_defaults(instructions: list[Instruction]) -> dict[str, str]:
     out = {}
     for ins in instructions:
         if ins.keyword == "ARG":
-            name, _, default = ins.args.partition("=")
-            out[name.strip()] = default.strip().strip('"')
+            name, eq, default = ins.args.partition("=")
+            # A bare re-declaration (`ARG X` after FROM brings X into the stage) keeps the earlier default.
+            if eq or name.strip() not in out:
+                out[name.strip()] = default.strip().strip('"')
     return out
 
 
