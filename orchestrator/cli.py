@@ -252,10 +252,11 @@ def cmd_report(argv: list[str], console: Console) -> int:
     p = _Parser(prog="python -m orchestrator report", description="Re-render a run's report from its stored results.")
     p.add_argument("run_dir", type=Path)
     args = p.parse_args(argv)
-    from orchestrator.report import render
     from orchestrator.store import open_existing
 
     open_existing(args.run_dir)
+    from orchestrator.report import render
+
     for path in render(args.run_dir):
         console.print(f"wrote {path}", highlight=False)
     return EXIT_OK
@@ -270,11 +271,12 @@ def cmd_compare(argv: list[str], console: Console) -> int:
     p.add_argument("run_b", type=Path)
     p.add_argument("--markdown", type=Path, help="also write the comparison as Markdown to this file")
     args = p.parse_args(argv)
-    from orchestrator.compare import run_cli
     from orchestrator.store import open_existing
 
     open_existing(args.run_a)
     open_existing(args.run_b)
+    from orchestrator.compare import run_cli
+
     return run_cli(args.run_a, args.run_b, args.markdown)
 
 

@@ -174,11 +174,14 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _describe(loc: tuple[Any, ...]) -> str:
-    # pydantic adds union-branch and tag names to the path; keep the user's keys and indexes only.
-    parts = [str(p) for p in loc if isinstance(p, int) or not any(c in str(p) for c in "[]()'\"")]
-    parts = [p for p in parts if p not in {"str", "tuple", "function-after", "literal"}]
-    return ".".join(parts) or "(top level)"
+def _user_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The user's keys and indexes of a pydantic error path (without union-branch and validator names)."""
+    return tuple(p for p in loc if isinstance(p, int) or not any(c in str(p) for c in "[]()'\"-"))
+
+
+def _most_specific(errors: list[Any]) -> Any:
+    # A union reports one error per branch; the deepest one is what the user got wrong.
+    return max(errors, key=lambda e: len(_user_path(tuple(e["loc"]))))
 
 
 def parse_matrix(text: str, source: str, overrides: dict[str, Any] | None = None) -> Matrix:
@@ -208,9 +211,9 @@ def parse_matrix(text: str, source: str, overrides: dict[str, Any] | None = None
     try:
         return Matrix.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        key = _describe(loc)
+        err = _most_specific(exc.errors())
+        loc = _user_path(tuple(err["loc"]))
+        key = ".".join(str(p) for p in loc) or "(top level)"
         from_cli = bool(overrides) and loc and loc[0] in overrides
         line = None if from_cli else _line_of(root, loc)
         where = "command line" if from_cli else (f"{source}:{line}" if line else source)

@@ -41,8 +41,9 @@ def docker_client() -> object:
 @pytest.fixture(scope="session")
 def base_image(docker_client: object) -> str:
     """The registry-free base image (Debian + python3 + numpy), made by the documented script when absent."""
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "make-base-image.sh"), BASE_IMAGE],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "make-base-image.sh"), BASE_IMAGE], capture_output=True, text=True, timeout=900
+    )
     if proc.returncode != 0:
         pytest.fail(f"cannot make base image {BASE_IMAGE}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return BASE_IMAGE
@@ -75,12 +76,19 @@ def project_copy(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def run_cli(args: list[str], cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m orchestrator ARGS` as a user runs it, in `cwd` (whose orchestrator/ is the one imported)."""
     environ = {**os.environ, "PYTHONPATH": str(cwd), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
