@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -91,6 +93,12 @@ def run_cli(
     )
 
 
+# Every container the test session causes carries this label (runners/docker.py SESSION_LABEL), so the check
+# below sees only this session's containers, not those of another run sharing the engine.
+SESSION = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+os.environ["LSTM_BENCH_SESSION"] = SESSION
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_container_left_behind() -> Iterator[None]:
     """After the whole session, no container with the project's label may remain."""
@@ -98,8 +106,11 @@ def no_container_left_behind() -> Iterator[None]:
     client = _engine()
     if client is None:
         return
-    left = client.containers.list(all=True, filters={"label": "lstm-bench.managed=true"})  # type: ignore[attr-defined]
+    left = client.containers.list(  # type: ignore[attr-defined]
+        all=True, filters={"label": f"lstm-bench.session={SESSION}"}, ignore_removed=True
+    )
     names = [c.name for c in left]
     for c in left:
-        c.remove(force=True)
+        with contextlib.suppress(Exception):
+            c.remove(force=True)
     assert not names, f"containers left behind by the tests: {names}"

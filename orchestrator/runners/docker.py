@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,12 @@ from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, Log
 CONTAINER_RESULTS = "/results"
 MANAGED = f"{LABEL_PREFIX}.managed"
 RUN_LABEL = f"{LABEL_PREFIX}.run-id"
+# A caller (a CI job, a test session) may tag every container it causes, to find exactly its own later.
+SESSION_LABEL = f"{LABEL_PREFIX}.session"
+SESSION_ENV = "LSTM_BENCH_SESSION"
+# Who started a container: a later run removes it only when that orchestrator is dead (orphans).
+HOST_LABEL = f"{LABEL_PREFIX}.host"
+PID_LABEL = f"{LABEL_PREFIX}.pid"
 # Root on the host would mean root in the container; cells then run as this uid and own their cell dir.
 FALLBACK_UID = 10001
 STOP_GRACE_S = 2
@@ -41,11 +48,26 @@ def connect(timeout: int = 60) -> Any:
         raise OrchestrationError(f"cannot reach the Docker engine at {where}: {first}") from None
 
 
-def remove_orphans(client: Any, run_id: str | None = None) -> int:
-    """Remove containers this project left behind (a killed orchestrator); returns how many."""
-    selector = f"{RUN_LABEL}={run_id}" if run_id else f"{MANAGED}=true"
+def _owner_alive(labels: dict[str, str]) -> bool:
+    """Whether the orchestrator that started a container still runs (same host, live pid)."""
+    if labels.get(HOST_LABEL) != socket.gethostname():
+        return True  # another host's run: not ours to judge
+    try:
+        pid = int(labels.get(PID_LABEL, ""))
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(client: Any, everything: bool = False) -> int:
+    """Remove containers whose orchestrator is gone (or, with everything=True, all of this project's)."""
     removed = 0
-    for c in client.containers.list(all=True, filters={"label": selector}, ignore_removed=True):
+    for c in client.containers.list(all=True, filters={"label": f"{MANAGED}=true"}, ignore_removed=True):
+        if not everything and _owner_alive(c.labels):
+            continue
         with contextlib.suppress(Exception):
             c.remove(force=True)
             removed += 1
@@ -160,9 +182,21 @@ class DockerRunner:
             "privileged": False,
             "init": True,
             "device_requests": device_requests,
-            "labels": {MANAGED: "true", RUN_LABEL: self.run_id, f"{LABEL_PREFIX}.cell": cell.cell_id},
+            "labels": self.labels(cell),
             "detach": True,
         }
+
+    def labels(self, cell: Cell) -> dict[str, str]:
+        labels = {
+            MANAGED: "true",
+            RUN_LABEL: self.run_id,
+            f"{LABEL_PREFIX}.cell": cell.cell_id,
+            HOST_LABEL: socket.gethostname(),
+            PID_LABEL: str(os.getpid()),
+        }
+        if os.environ.get(SESSION_ENV):
+            labels[SESSION_LABEL] = os.environ[SESSION_ENV]
+        return labels
 
     def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
         started = time.monotonic()
