@@ -60,6 +60,7 @@ class RunStore:
         self.root = root
         self._lock_fd: int | None = None
         self._write_lock = threading.Lock()
+        self._saved: dict[str, CellRecord] | None = None  # records on disk, read once, then kept current
 
     # ------------------------------------------------------------------ opening
     def open_for_run(self) -> None:
@@ -114,10 +115,13 @@ class RunStore:
         """Persist one finished cell, then refresh results.jsonl in plan order."""
         with self._write_lock:
             write_atomic(self.cell_dir(record.cell_id) / RECORD, record.model_dump_json(indent=1) + "\n")
+            if self._saved is None:
+                self._saved = {r.cell_id: r for r in self.records()}
+            self._saved[record.cell_id] = record
             self._rewrite_jsonl(order)
 
     def _rewrite_jsonl(self, order: list[str]) -> None:
-        records = self.records()
+        records = list(self._saved.values()) if self._saved is not None else self.records()
         rank = {cid: i for i, cid in enumerate(order)}
         records.sort(key=lambda r: (rank.get(r.cell_id, len(rank)), r.cell_id))
         write_atomic(self.root / RESULTS, "".join(r.to_json_line() for r in records))
