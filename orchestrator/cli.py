@@ -71,6 +71,11 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("gpu", "cpu"), help="override the matrix's device")
     p.add_argument("--gpus", metavar="all|0,1,3", help="GPUs to use, one cell per GPU at a time")
     p.add_argument("--slots", type=int, metavar="N", help="with --device cpu: cells run N at a time")
+    p.add_argument(
+        "--pin-cpus",
+        action="store_true",
+        help="with --device cpu and the docker runner: give each slot its own equal share of the CPUs (cpuset)",
+    )
     p.add_argument("--out", type=Path, help="run directory (default: reports/run-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="run only the cells of --out that have no result yet")
     p.add_argument(
@@ -88,6 +93,13 @@ def run_parser() -> argparse.ArgumentParser:
         help="local runner: per-framework cached venvs (default), this interpreter, or a given Python",
     )
     p.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:PORT", help="ray runner: cluster address")
+    p.add_argument(
+        "--ray-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="ray runner: run a cell again up to N times when its node or worker dies (default 2)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip rendering the report at the end")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress, only the summary")
     return p
@@ -112,7 +124,10 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.device:
         overrides["device"] = args.device
     if args.gpus:
-        overrides["gpus"] = "all" if args.gpus == "all" else [int(g) for g in _csv(args.gpus) if g.isdigit()]
+        ids = _csv(args.gpus)
+        if args.gpus != "all" and not all(g.isdigit() for g in ids):
+            raise InputError(f"--gpus {args.gpus!r}: expected 'all' or GPU indices separated by commas, e.g. 0,1,3")
+        overrides["gpus"] = "all" if args.gpus == "all" else [int(g) for g in ids]
     if args.slots is not None:
         overrides["slots"] = args.slots
     return overrides
@@ -141,16 +156,12 @@ def parse_build_args(items: list[str]) -> dict[str, str]:
     return out
 
 
-def slots_for(matrix: Matrix) -> list[str | None]:
-    """One slot per GPU (its id), or N anonymous CPU slots: the scheduler never runs two cells on one slot."""
-    if matrix.device == "cpu":
-        return [f"cpu{i}" for i in range(matrix.slots)]
-    if matrix.gpus != "all":
-        return [str(g) for g in matrix.gpus]
-    from orchestrator.manifest import host_gpus
+def slots_for(matrix: Matrix, runner: Any = None) -> list[str | None]:
+    """One slot per GPU (its id), N CPU slots, or the runner's own (Ray): never two cells on one slot."""
+    from orchestrator.scheduler import slots_for as scheduler_slots
 
-    found = [g["index"] for g in host_gpus()]
-    return list(found) or ["0"]  # the engine may see a GPU the host's tools do not list
+    client = getattr(runner, "client", None)
+    return scheduler_slots(matrix, runner, (lambda: client) if client is not None else None)
 
 
 def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
@@ -164,6 +175,11 @@ def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
         return RayRunner.from_args(args, matrix, run_id)
     from orchestrator.runners.docker import DockerRunner
 
+    cpusets = None
+    if getattr(args, "pin_cpus", False) and matrix.device == "cpu":
+        from orchestrator.scheduler import cpusets as split_cpus
+
+        cpusets = split_cpus(slots_for(matrix))
     return DockerRunner(
         run_id=run_id,
         device=matrix.device,
@@ -171,6 +187,7 @@ def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
         pids_limit=matrix.pids_limit,
         build_args=parse_build_args(args.build_args),
         build_timeout_s=matrix.build_timeout_s,
+        cpusets=cpusets,
     )
 
 
@@ -208,13 +225,14 @@ def cmd_run(argv: list[str], console: Console) -> int:
             manifest["resumed_at"] = [*previous.get("resumed_at", []), now_iso()]
         store.write_manifest(manifest)
 
+        slots = slots_for(plan.matrix, runner)
         events: Events
         if args.quiet:
             events = Events()
-            summary = execute(plan, runner, store, run_id, slots_for(plan.matrix), events, args.resume)
+            summary = execute(plan, runner, store, run_id, slots, events, args.resume)
         else:
             with RichEvents(console) as events:
-                summary = execute(plan, runner, store, run_id, slots_for(plan.matrix), events, args.resume)
+                summary = execute(plan, runner, store, run_id, slots, events, args.resume)
         manifest["environments"].update(environment_facts(store))
         manifest["state"] = "interrupted" if summary.interrupted else "complete"
         manifest["finished_at"] = now_iso()
