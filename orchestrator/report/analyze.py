@@ -1,0 +1,224 @@
+"""Records -> the report's model: rows (ours and the 2016 ones), pooled cells with statistics, baseline,
+efficiency and equivalence, and the warnings a reader must see."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.frameworks import Framework, discover
+from orchestrator.report import peaks
+from orchestrator.report.baseline import Baseline, BaselineCell, load_baseline, original_row_for
+from orchestrator.report.equivalence import Equivalence, Oracle
+from orchestrator.report.flops import flops_for_params, tflops_per_s
+from orchestrator.report.load import LoadedRun, workload_times
+from orchestrator.report.stats import TimeStats, describe, overlaps
+from orchestrator.results import CellRecord, Status
+
+RowKey = tuple[str, str | None, str]  # framework, variant, impl
+
+
+@dataclass
+class Row:
+    key: RowKey
+    label: str
+    original_row: str | None  # the 2016 row this one continues
+    note: str | None = None
+
+
+@dataclass
+class Group:
+    """One cell of the table: every repeat of one framework/variant/impl at one hidden size, pooled."""
+
+    row: Row
+    hidden: int
+    records: list[CellRecord]
+    status: Status
+    stats: TimeStats | None
+    failures: list[CellRecord]
+    baseline: BaselineCell | None = None
+    flops: int | None = None
+    tflops: float | None = None
+    gpu: str | None = None
+    peak: peaks.GpuPeak | None = None
+    equivalence: Equivalence | None = None
+    repeat_medians: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float | None:
+        return self.stats.median if self.stats else None
+
+    @property
+    def speedup(self) -> float | None:
+        """2016 time / ours: above 1 means we are faster than the GTX 980 number."""
+        if self.median and self.baseline and self.baseline.ms:
+            return self.baseline.ms / self.median
+        return None
+
+    @property
+    def speedup_alt(self) -> float | None:
+        if self.median and self.baseline and self.baseline.ms_alt:
+            return self.baseline.ms_alt / self.median
+        return None
+
+    @property
+    def pct_fp32(self) -> float | None:
+        return 100.0 * self.tflops / self.peak.fp32_tflops if self.tflops and self.peak else None
+
+    @property
+    def pct_tf32(self) -> float | None:
+        if self.tflops and self.peak and self.peak.tf32_tflops:
+            return 100.0 * self.tflops / self.peak.tf32_tflops
+        return None
+
+    @property
+    def word(self) -> str:
+        return self.status.word
+
+
+@dataclass
+class Missing2016:
+    row: str
+    label_2016: str
+    why: str
+
+
+@dataclass
+class Analysis:
+    run: LoadedRun
+    baseline: Baseline
+    rows: list[Row]
+    hidden: list[int]
+    groups: dict[tuple[RowKey, int], Group]
+    missing: list[Missing2016]
+    warnings: list[str]
+
+    def group(self, row: Row, hidden: int) -> Group | None:
+        return self.groups.get((row.key, hidden))
+
+    def table_rows(self) -> list[Row | Missing2016]:
+        """The original-shaped table: every 2016 row in its order (ours, or why not run), then our other rows."""
+        out: list[Row | Missing2016] = []
+        for name in self.baseline.rows:
+            mapped = [r for r in self.rows if r.original_row == name]
+            out.extend(mapped or [m for m in self.missing if m.row == name])
+        out.extend(r for r in self.rows if r.original_row is None)
+        return out
+
+
+def analyze(run: LoadedRun, frameworks: dict[str, Framework] | None = None) -> Analysis:
+    frameworks = discover(PROJECT_ROOT / "images") if frameworks is None else frameworks
+    baseline = load_baseline()
+    rows = _rows(run.records, frameworks, baseline)
+    by_key = {r.key: r for r in rows}
+    oracle = Oracle(run.records)
+    pooled: dict[tuple[RowKey, int], list[CellRecord]] = {}
+    for rec in run.records:
+        pooled.setdefault(((rec.framework, rec.variant, rec.impl), rec.hidden), []).append(rec)
+    groups = {}
+    for (key, hidden), recs in pooled.items():
+        groups[(key, hidden)] = _group(by_key[key], hidden, recs, run.manifest, baseline, oracle)
+    matrix_hidden = [h for h in (run.manifest.get("matrix") or {}).get("hidden") or [] if isinstance(h, int)]
+    hidden = sorted(set(matrix_hidden) | {h for _, h in groups})
+    analysis = Analysis(run, baseline, rows, hidden, groups, _missing(rows, run, frameworks, baseline), [])
+    analysis.warnings = _warnings(analysis)
+    return analysis
+
+
+def _rows(records: tuple[CellRecord, ...], frameworks: dict[str, Framework], baseline: Baseline) -> list[Row]:
+    impls: dict[tuple[str, str | None], set[str]] = {}
+    for rec in records:
+        impls.setdefault((rec.framework, rec.variant), set()).add(rec.impl)
+    rows: dict[RowKey, Row] = {}
+    for rec in records:
+        key = (rec.framework, rec.variant, rec.impl)
+        if key in rows:
+            continue
+        fw = frameworks.get(rec.framework)
+        label = rec.label if len(impls[(rec.framework, rec.variant)]) == 1 else f"{rec.label} [{rec.impl}]"
+        rows[key] = Row(key, label, original_row_for(rec.label, fw, rec.variant, baseline),
+                        fw.meta.note if fw else None)
+    # 2016 rows first in the 2016 order; within one, and for the rest, the run's (plan) order.
+    order = {name: i for i, name in enumerate(baseline.rows)}
+    return sorted(rows.values(), key=lambda r: order.get(r.original_row or "", len(order)))
+
+
+def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, Any], baseline: Baseline,
+           oracle: Oracle) -> Group:
+    recs = sorted(recs, key=lambda r: r.repeat)
+    ok = [r for r in recs if r.status is Status.OK and workload_times(r)]
+    failures = [r for r in recs if r not in ok]
+    times = [t for r in ok for t in workload_times(r)]
+    stats = describe(times) if times else None
+    status = Status.OK if ok else failures[0].status
+    g = Group(row, hidden, recs, status, stats, failures, baseline.cell(row.original_row, hidden))
+    g.repeat_medians = [describe(workload_times(r)).median for r in ok]
+    params = next((r.workload["params"] for r in recs if r.workload and r.workload.get("params")), None)
+    if params:
+        g.flops = flops_for_params(params)
+        if stats:
+            g.tflops = tflops_per_s(g.flops, stats.median)
+    first = recs[0]
+    g.gpu = peaks.gpu_name(first.slot, first.device, manifest, first.workload)
+    g.peak = peaks.lookup(g.gpu)
+    g.equivalence = oracle.check(recs)
+    return g
+
+
+def _matrix_frameworks(manifest: dict[str, Any]) -> set[str] | None:
+    """Framework names the run's matrix asked for; None for 'all' or an unknown manifest."""
+    fws = (manifest.get("matrix") or {}).get("frameworks")
+    if not isinstance(fws, list):
+        return None
+    return {f["name"] if isinstance(f, dict) else str(f).partition(":")[0] for f in fws}
+
+
+def _missing(rows: list[Row], run: LoadedRun, frameworks: dict[str, Framework],
+             baseline: Baseline) -> list[Missing2016]:
+    asked = _matrix_frameworks(run.manifest)
+    out = []
+    for name in baseline.rows:
+        if any(r.original_row == name for r in rows):
+            continue
+        candidates = [
+            fw.name for fw in frameworks.values()
+            for variant in (fw.meta.variants or (None,))
+            if original_row_for(fw.row_label(variant), fw, variant, baseline) == name
+        ]
+        if not candidates:
+            why = "no framework in images/ continues this row"
+        elif asked is not None and not set(candidates) & asked:
+            why = f"not in this run's matrix ({', '.join(f'images/{c}' for c in candidates)} continues it)"
+        else:
+            why = f"in the matrix ({', '.join(candidates)}) but no cell of it finished (interrupted run?)"
+        out.append(Missing2016(name, baseline.labels[name], why))
+    return out
+
+
+def _warnings(a: Analysis) -> list[str]:
+    out = []
+    for h in a.hidden:
+        ranked = sorted((g for (_, gh), g in a.groups.items() if gh == h and g.stats), key=lambda g: g.median or 0)
+        for x, y in itertools.pairwise(ranked):
+            if x.stats and y.stats and overlaps(x.stats, y.stats):
+                out.append(
+                    f"hidden-{h}: {x.row.label} ({x.stats.median:.1f} ms, 95% CI {x.stats.ci_low:.1f}-"
+                    f"{x.stats.ci_high:.1f}) and {y.row.label} ({y.stats.median:.1f} ms, 95% CI "
+                    f"{y.stats.ci_low:.1f}-{y.stats.ci_high:.1f}) overlap: this run cannot rank them"
+                )
+    for g in a.groups.values():
+        if g.stats and g.stats.ci_coverage < 0.95:
+            out.append(f"{g.row.label} hidden-{g.hidden}: only {g.stats.n} timed batches, so the median's interval "
+                       f"[min, max] covers it with {100 * g.stats.ci_coverage:.1f}% confidence, not 95%")
+        if g.status is Status.OK and g.failures:
+            words = ", ".join(f"repeat {r.repeat}: {r.status.word}" for r in g.failures)
+            out.append(f"{g.row.label} hidden-{g.hidden}: pooled over the ok repeats only ({words})")
+        if g.equivalence and g.equivalence.verdict == "mismatch":
+            out.append(f"{g.row.label} hidden-{g.hidden}: losses differ from the NumPy reference by "
+                       f"{g.equivalence.rel_dev:.2e} (relative; tolerance 1e-4): it may not compute the benchmark")
+        if g.equivalence and g.equivalence.params_ok is False:
+            out.append(f"{g.row.label} hidden-{g.hidden}: {g.equivalence.param_count} parameters, expected "
+                       f"{g.equivalence.param_count_expected}")
+    return out

@@ -1,0 +1,147 @@
+"""Does a cell compute the benchmark's maths? Its two probe losses against the NumPy reference (NumpyLSTM).
+
+Every workload reports the loss of the first batch before any update (loss_initial) and after exactly one SGD
+step (loss_after_one_step), from the same seeded weights and data (workloads/harness.py). The reference values
+come from a numpy-reference cell of the same parameters in the run when there is one, otherwise from NumpyLSTM
+on this host, cached per parameters, as long as that is cheap (at most the work of the benchmark's hidden-512
+step); beyond that the column says n/a.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from orchestrator.report.flops import flops_for_params, training_step_flops
+from orchestrator.results import CellRecord, Status
+from workloads import harness
+from workloads.numpy_reference import NumpyLSTM
+
+TOLERANCE = 1e-4  # relative, on each of the two losses
+# Parameters the two probe losses depend on (the first batch only: data_batches, iters, warmup do not matter).
+KEY_FIELDS = ("hidden", "batch", "seq_len", "vocab", "classes", "lr", "seed")
+REFERENCE_FRAMEWORK = "numpy-reference"
+DEFAULT_MAX_FLOPS = training_step_flops(128, 64, 512)
+
+_HOST_CACHE: dict[tuple[Any, ...], tuple[float, float]] = {}
+
+
+@dataclass(frozen=True)
+class Reference:
+    loss_initial: float
+    loss_after_one_step: float
+    source: str  # "host" or the cell id it was taken from
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    verdict: str  # "ok", "mismatch" or "n/a"
+    rel_dev: float | None = None  # the larger relative deviation of the two losses
+    delta_ratio: float | None = None  # (our one-step loss change) / (the reference's): 1.0 when the update matches
+    why: str | None = None  # for n/a: why not checked
+    reference: Reference | None = None
+    param_count: int | None = None
+    param_count_expected: int | None = None
+
+    @property
+    def symbol(self) -> str:
+        return {"ok": "✓", "mismatch": "✗"}.get(self.verdict, "n/a")
+
+    @property
+    def params_ok(self) -> bool | None:
+        if self.param_count is None or self.param_count_expected is None:
+            return None
+        return self.param_count == self.param_count_expected
+
+    def as_dict(self) -> dict[str, Any]:
+        ref = self.reference
+        return {
+            "verdict": self.verdict,
+            "rel_dev": self.rel_dev,
+            "delta_ratio": self.delta_ratio,
+            "why": self.why,
+            "reference_loss_initial": ref.loss_initial if ref else None,
+            "reference_loss_after_one_step": ref.loss_after_one_step if ref else None,
+            "reference_source": ref.source if ref else None,
+            "param_count": self.param_count,
+            "param_count_expected": self.param_count_expected,
+            "params_ok": self.params_ok,
+        }
+
+
+def params_key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(params.get(k) for k in KEY_FIELDS)
+
+
+def reference_losses(params: dict[str, Any]) -> tuple[float, float]:
+    """NumpyLSTM's loss before and after one SGD step on the first seeded batch (cached per parameters)."""
+    key = params_key(params)
+    if key not in _HOST_CACHE:
+        known = {f.name for f in fields(harness.Params)}
+        p = harness.Params.from_dict({k: v for k, v in params.items() if k in known})
+        tokens, labels = harness.make_batches(p)[0]
+        model = NumpyLSTM(harness.make_weights(p), p.lr)
+        before = model.step(tokens, labels)
+        after = model.forward(tokens, labels)[0]
+        _HOST_CACHE[key] = (before, after)
+    return _HOST_CACHE[key]
+
+
+class Oracle:
+    """Reference losses for the cells of one run."""
+
+    def __init__(self, records: Iterable[CellRecord], max_flops: int = DEFAULT_MAX_FLOPS) -> None:
+        self.max_flops = max_flops
+        self.in_run: dict[tuple[Any, ...], Reference] = {}
+        for rec in records:
+            w = rec.workload or {}
+            if rec.framework == REFERENCE_FRAMEWORK and _finite(w.get("loss_initial"), w.get("loss_after_one_step")):
+                self.in_run.setdefault(
+                    params_key(w["params"]), Reference(w["loss_initial"], w["loss_after_one_step"], rec.cell_id)
+                )
+
+    def reference(self, params: dict[str, Any]) -> Reference | str:
+        """The reference losses, or why there are none."""
+        found = self.in_run.get(params_key(params))
+        if found is not None:
+            return found
+        if any(params.get(k) is None for k in KEY_FIELDS):
+            return "the cell's params lack " + ", ".join(k for k in KEY_FIELDS if params.get(k) is None)
+        if flops_for_params(params) > self.max_flops:
+            return (f"too large to compute on the host (hidden {params['hidden']}); "
+                    "add numpy-reference at this size to the run to check it")
+        before, after = reference_losses(params)
+        return Reference(before, after, "host")
+
+    def check(self, records: list[CellRecord]) -> Equivalence:
+        """One verdict for the repeats of a cell: the worst deviation among those that reported their losses."""
+        probed = [r for r in records if r.workload and _finite(r.workload.get("loss_initial"),
+                                                                 r.workload.get("loss_after_one_step"))]
+        counts = next(((r.workload.get("param_count"), r.workload.get("param_count_expected"))
+                       for r in records if r.workload), (None, None))
+        if not probed:
+            failed = next((r for r in records if r.status is not Status.OK), None)
+            why = f"no probe losses ({failed.status.value} before the probe)" if failed else "no probe losses"
+            return Equivalence("n/a", why=why, param_count=counts[0], param_count_expected=counts[1])
+        ref = self.reference(probed[0].workload["params"])  # type: ignore[index]
+        if isinstance(ref, str):
+            return Equivalence("n/a", why=ref, param_count=counts[0], param_count_expected=counts[1])
+        dev, ratio = 0.0, None
+        for rec in probed:
+            w = rec.workload or {}
+            ours = (float(w["loss_initial"]), float(w["loss_after_one_step"]))
+            dev = max(dev, _rel(ours[0], ref.loss_initial), _rel(ours[1], ref.loss_after_one_step))
+            ref_delta = ref.loss_after_one_step - ref.loss_initial
+            if ref_delta != 0 and ratio is None:
+                ratio = (ours[1] - ours[0]) / ref_delta
+        return Equivalence("ok" if dev <= TOLERANCE else "mismatch", dev, ratio, None, ref, counts[0], counts[1])
+
+
+def _rel(ours: float, ref: float) -> float:
+    return abs(ours - ref) / abs(ref) if ref != 0 else abs(ours - ref)
+
+
+def _finite(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)

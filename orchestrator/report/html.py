@@ -1,0 +1,52 @@
+"""report.html: one self-contained file (inline CSS, plots as base64 data URIs, no script, no network)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from orchestrator.report.analyze import Analysis
+from orchestrator.report.markdown import summary_line
+from orchestrator.report.tables import NOT_RUN, Table
+from orchestrator.results import Status
+
+_FAIL_WORDS = {s.word for s in Status if s is not Status.OK} | {s.value for s in Status if s is not Status.OK}
+
+
+def _environment() -> Environment:
+    # autoescape on for every template: failure reasons and labels come from workloads and must stay text.
+    return Environment(loader=PackageLoader("orchestrator.report", "templates"),
+                       autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def _classify(table: str, column: int, text: str) -> str:
+    if text == NOT_RUN:
+        return "notrun"
+    if table in {"original", "detail"} and text in _FAIL_WORDS:
+        return "fail"
+    stripped = text.rstrip("†×%").replace(".", "", 1).replace("–", "").strip()
+    return "num" if column > 0 and stripped.isdigit() else ""
+
+
+def data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def render_html(a: Analysis, title: str, tables: list[Table], plots: list[tuple[Path, str]],
+                skipped: list[str]) -> str:
+    caveats = list(a.baseline.meta.get("general", []))
+    caveats += [f"{a.baseline.labels[row]}: {c}" for row in a.baseline.rows for c in a.baseline.caveats.get(row, [])]
+    caveats.append(f"Source: {a.baseline.meta.get('source', '')}.")
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        title=title,
+        summary=summary_line(a),
+        warnings=a.warnings,
+        tables={t.key: t for t in tables},
+        caveats=caveats,
+        plots=[{"caption": caption, "data_uri": data_uri(path)} for path, caption in plots],
+        skipped=skipped,
+        classify=_classify,
+    )

@@ -1,0 +1,211 @@
+"""The report's content as plain tables of strings, shared by report.md and report.html (one source of truth)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.report.analyze import Analysis, Group, Missing2016, Row
+from orchestrator.report.equivalence import TOLERANCE
+from orchestrator.report.stats import MODIFIED_Z_LIMIT
+
+NOT_RUN = "not run"
+REASON_CHARS = 600
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    intro: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt_ms(v: float | None) -> str:
+    """One decimal, as the 2016 table; two significant digits below 1 ms so tiny CPU cells do not read 0.0."""
+    if v is None:
+        return ""
+    return f"{v:.1f}" if v >= 0.95 else f"{v:.2g}"
+
+
+def fmt_x(v: float | None) -> str:
+    return f"{v:.2f}×" if v is not None else ""
+
+
+def fmt_pct(v: float | None) -> str:
+    return f"{v:.1f}%" if v is not None else ""
+
+
+def one_line(text: str | None, limit: int = REASON_CHARS) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def cell_text(g: Group | None) -> str:
+    if g is None:
+        return NOT_RUN
+    if g.stats:
+        return fmt_ms(g.stats.median) + ("†" if g.failures else "")
+    return g.word
+
+
+def original_table(a: Analysis) -> Table:
+    headers = ["framework", *(f"hidden-{h}" for h in a.hidden), "note"]
+    rows, notes = [], []
+    for item in a.table_rows():
+        if isinstance(item, Missing2016):
+            rows.append([item.label_2016, *([NOT_RUN] * len(a.hidden)), item.why])
+            continue
+        row: Row = item
+        cont = f"continues 2016 '{a.baseline.labels[row.original_row]}'" if row.original_row else "not in 2016"
+        rows.append([row.label, *(cell_text(a.group(row, h)) for h in a.hidden), cont])
+    if any(g.failures and g.stats for g in a.groups.values()):
+        notes.append("† some repeats of this cell failed; the median pools the ok ones (see Failures).")
+    return Table("original", "Milliseconds per batch, in the 2016 table's shape", headers, rows,
+                 "Median time of one forward + backward + SGD update on a batch; failed cells show the 2016 "
+                 "table's words. Every row of the 2016 table is listed, in its order.", notes)
+
+
+def baseline_table(a: Analysis) -> Table:
+    rows = []
+    for row in a.rows:
+        if row.original_row is None:
+            continue
+        for h in a.hidden:
+            g = a.group(row, h)
+            b = a.baseline.cell(row.original_row, h)
+            if b is None:
+                continue
+            then = fmt_ms(b.ms) if b.ms is not None else (b.word or "")
+            if b.ms_alt is not None:
+                then += f" (or {fmt_ms(b.ms_alt)}, see caveats)"
+            speed = fmt_x(g.speedup) if g else ""
+            if g and g.speedup_alt is not None:
+                speed += f" (vs {fmt_ms(b.ms_alt)}: {fmt_x(g.speedup_alt)})"
+            rows.append([a.baseline.labels[row.original_row], row.label, str(h), then, cell_text(g), speed])
+    meta = a.baseline.meta
+    intro = (f"2016: {meta.get('gpu', 'GTX 980')}, {meta.get('method', '')} Speed-up = 2016 ms / our median ms "
+             "(above 1: faster now). Read the caveats below before drawing conclusions.")
+    return Table("baseline", "Against the 2016 table", ["2016 row", "ours", "hidden", "2016 ms", "ours ms", "speed-up"],
+                 rows, intro)
+
+
+def _equivalence_text(g: Group) -> str:
+    e = g.equivalence
+    if e is None:
+        return ""
+    if e.verdict == "n/a":
+        return f"n/a ({e.why})"
+    ref = "reference" if e.reference and e.reference.source == g.records[0].cell_id else ""
+    return ref or f"{e.symbol} {e.rel_dev:.1e}"
+
+
+def _params_text(g: Group) -> str:
+    e = g.equivalence
+    if e is None or e.params_ok is None:
+        return ""
+    return "✓" if e.params_ok else f"✗ {e.param_count} ≠ {e.param_count_expected}"
+
+
+def detail_table(a: Analysis) -> Table:
+    headers = ["framework", "hidden", "status", "repeats", "batches", "median ms", "95% CI ms", "CV", "outliers",
+               "TFLOP/s", "% fp32 peak", "% TF32 peak", "equivalence", "params"]
+    rows = []
+    for row in a.rows:
+        for h in a.hidden:
+            g = a.group(row, h)
+            if g is None:
+                continue
+            s = g.stats
+            rows.append([
+                row.label, str(h), g.status.value, f"{len(g.records) - len(g.failures)}/{len(g.records)} ok",
+                str(s.n) if s else "", fmt_ms(s.median) if s else "",
+                f"{fmt_ms(s.ci_low)}–{fmt_ms(s.ci_high)}" if s else "",
+                f"{100 * s.cv:.1f}%" if s and s.cv is not None else "",
+                str(s.outliers) if s else "",
+                f"{g.tflops:.3g}" if g.tflops is not None else "",
+                fmt_pct(g.pct_fp32), fmt_pct(g.pct_tf32), _equivalence_text(g), _params_text(g),
+            ])
+    intro = (
+        "Statistics pool every timed batch of every ok repeat. 95% CI: distribution-free order-statistic interval "
+        f"of the median. CV: standard deviation / mean. Outliers: |modified z| > {MODIFIED_Z_LIMIT} (MAD based). "
+        "TFLOP/s: analytic FLOPs of one training step / median time. % of peak: against the GPU's datasheet "
+        "dense peak (blank: CPU cell or a GPU not in the peak table). Equivalence: the larger relative deviation "
+        f"of the first two losses from the NumPy reference (✓ within {TOLERANCE:g})."
+    )
+    return Table("detail", "Every cell in detail", headers, rows, intro)
+
+
+def failure_table(a: Analysis) -> Table:
+    rows = []
+    for row in a.rows:
+        for h in a.hidden:
+            g = a.group(row, h)
+            for rec in g.failures if g else []:
+                rows.append([row.label, str(h), str(rec.repeat), rec.status.word or rec.status.value,
+                             one_line(rec.reason or rec.log_tail or "no reason recorded")])
+    return Table("failures", "Failures", ["framework", "hidden", "repeat", "status", "reason"], rows,
+                 "Why each failed cell failed (the workload's message, or the orchestrator's evidence).")
+
+
+def peak_table(a: Analysis) -> Table:
+    seen: dict[str, Any] = {}
+    for g in a.groups.values():
+        if g.gpu and g.gpu not in seen:
+            seen[g.gpu] = g.peak
+    rows = [[name, p.gpu if p else "not in the peak table: no % of peak", f"{p.fp32_tflops:g}" if p else "",
+             f"{p.tf32_tflops:g}" if p and p.tf32_tflops else "", p.source if p else ""]
+            for name, p in seen.items()]
+    return Table("peaks", "Peak throughput used for % of peak",
+                 ["GPU reported", "matched", "fp32 TFLOP/s", "TF32 TFLOP/s", "source"], rows,
+                 "Dense datasheet peaks (no 2:4 sparsity): fp32 on the CUDA cores, TF32 on the tensor cores.")
+
+
+def manifest_table(manifest: dict[str, Any]) -> Table:
+    rows: list[list[str]] = []
+
+    def add(name: str, value: Any) -> None:
+        if value not in (None, "", [], {}):
+            rows.append([name, one_line(str(value), 400)])
+
+    add("run id", manifest.get("run_id"))
+    add("state", manifest.get("state"))
+    add("started / finished", f"{manifest.get('started_at')} / {manifest.get('finished_at')}")
+    git = manifest.get("git") or {}
+    add("commit", f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}")
+    add("tool version", manifest.get("tool_version"))
+    add("command", " ".join(str(x) for x in manifest.get("command") or []))
+    host = manifest.get("host") or {}
+    add("host", ", ".join(f"{k} {v}" for k, v in host.items()))
+    runner = manifest.get("runner") or {}
+    add("runner", ", ".join(f"{k} {v}" for k, v in runner.items()))
+    for g in manifest.get("gpus") or []:
+        add(f"GPU {g.get('index', '')}", ", ".join(f"{k} {v}" for k, v in g.items() if k != "index"))
+    for key, env in (manifest.get("environments") or {}).items():
+        add(f"environment {key}", env if not isinstance(env, dict) else ", ".join(f"{k} {v}" for k, v in env.items()))
+    matrix = manifest.get("matrix") or {}
+    add("matrix", ", ".join(f"{k}={v}" for k, v in matrix.items() if k != "frameworks" and v is not None))
+    return Table("manifest", "Where and how this ran", ["what", "value"], rows)
+
+
+def versions_table(a: Analysis) -> Table:
+    rows = []
+    for row in a.rows:
+        rec = next((r for h in a.hidden if (g := a.group(row, h)) for r in g.records if r.workload), None)
+        if rec is None:
+            continue
+        w = rec.workload or {}
+        versions = ", ".join(f"{k} {v}" for k, v in (w.get("versions") or {}).items() if v)
+        image = rec.image or {}
+        ident = image.get("tag") or image.get("image") or image.get("python") or ""
+        if image.get("id"):
+            ident = f"{ident} ({str(image['id'])[:19]})"
+        rows.append([row.label, versions, (w.get("device") or {}).get("name") or rec.device, one_line(ident, 200)])
+    return Table("versions", "Versions and images", ["framework", "versions", "device", "image / interpreter"], rows)
+
+
+def all_tables(a: Analysis) -> list[Table]:
+    return [original_table(a), baseline_table(a), detail_table(a), failure_table(a), peak_table(a),
+            versions_table(a), manifest_table(a.run.manifest)]
