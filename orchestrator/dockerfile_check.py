@@ -197,6 +197,23 @@ def _python_mentions(cmd: list[str]) -> list[str]:
     return out
 
 
+def _conda_specs(cmd: list[str]) -> list[str] | None:
+    """Package specs of a `conda/mamba/micromamba install|create` command, None for any other command."""
+    cmd = _strip_prefix(cmd)
+    if len(cmd) < 2 or posixpath.basename(cmd[0]) not in {"conda", "mamba", "micromamba"} or \
+            cmd[1] not in {"install", "create"}:
+        return None
+    specs, skip = [], False
+    for word in cmd[2:]:
+        if skip:
+            skip = False
+        elif word in {"-c", "--channel", "-n", "--name", "-p", "--prefix", "--file", "-f"}:
+            skip = True
+        elif not word.startswith("-"):
+            specs.append(word)
+    return specs
+
+
 def _env_pairs(body: str) -> dict[str, str]:
     words = shlex.split(body)
     if words and "=" not in words[0]:  # legacy form `ENV KEY value with spaces`
@@ -442,6 +459,12 @@ class _Scan:
             self.apt_python3 = self.apt_python3 or _apt_installs_python3(cmd)
             if (tokens := _pip_install_args(cmd)) is not None:
                 self.pip_install(ins.line, tokens)
+            elif (specs := _conda_specs(cmd)) is not None:
+                for spec in specs:
+                    if not re.fullmatch(r"[^=<>!~*,|\s]+==?[0-9][^<>!~*,|\s]*", spec):
+                        self.add(ins.line, WARNING, f"conda package {spec} is not pinned to a version")
+                if specs:
+                    self.add(ins.line, INFO, f"conda packages, not resolved by this check: {' '.join(specs)}")
 
     def pip_install(self, line: int, tokens: list[str]) -> None:
         idx = _Indexes(self.env.get("PIP_INDEX_URL"), self.env.get("PIP_EXTRA_INDEX_URL", "").split())

@@ -165,6 +165,18 @@ def test_index_options_are_recorded_and_attached_to_pins(tmp_path: Path) -> None
                     "torch": (PYPI, "https://download.pytorch.org/whl/cu126")}
 
 
+def test_conda_packages_are_reported_not_resolved(tmp_path: Path) -> None:
+    df = GOOD.replace("RUN useradd", "RUN micromamba install -y -c conda-forge python=3.10 pygpu=0.7.6 libgpuarray "
+                      "'mkl>=2020' && useradd")
+    lines = run_check(make_repo(tmp_path, df))
+    assert errors(lines) == []
+    assert [line for line in lines if "conda" in line] == [
+        "images/myfw/Dockerfile:7: info: conda packages, not resolved by this check: python=3.10 pygpu=0.7.6 "
+        "libgpuarray mkl>=2020",
+        "images/myfw/Dockerfile:7: warning: conda package libgpuarray is not pinned to a version",
+        "images/myfw/Dockerfile:7: warning: conda package mkl>=2020 is not pinned to a version"]
+
+
 def test_variants_substitute_variant_and_tag_their_findings(tmp_path: Path) -> None:
     df = GOOD.replace("ARG BASE_IMAGE", "ARG VARIANT=a\nARG BASE_IMAGE").replace(
         "COPY images/myfw/requirements.txt", "COPY images/myfw/requirements-${VARIANT}.txt")
