@@ -184,8 +184,22 @@ def _most_specific(errors: list[Any]) -> Any:
     return max(errors, key=lambda e: len(_user_path(tuple(e["loc"]))))
 
 
+def _one_line(text: str) -> str:
+    # Keys and values echoed from the file may hold newlines or control characters; the error stays one line.
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def parse_matrix(text: str, source: str, overrides: dict[str, Any] | None = None) -> Matrix:
-    """Validate a matrix document; raise InputError with 'file:line: key: problem' on bad input."""
+    """Validate a matrix document; raise InputError with 'file:line: key: problem' (one line) on bad input."""
+    try:
+        return _parse_matrix(text, source, overrides)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise InputError(_one_line(f"{source}: document too deeply nested")) from None
+    except InputError as exc:
+        raise InputError(_one_line(str(exc))) from None
+
+
+def _parse_matrix(text: str, source: str, overrides: dict[str, Any] | None) -> Matrix:
     if len(text.encode()) > MAX_MATRIX_BYTES:
         raise InputError(f"{source}: file is larger than {MAX_MATRIX_BYTES} bytes")
     try:
