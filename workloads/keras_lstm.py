@@ -1,0 +1,250 @@
+"""Keras 3: Embedding -> LSTM -> Dense, plain SGD, on the backend named by the variant. Model, step and sync only.
+
+impl "fused" (default) asks for LSTM(use_cudnn=True): Keras then raises instead of silently falling back to its
+generic loop. On CPU, where cuDNN does not exist, the fused request falls back to LSTM(use_cudnn=False) and the
+result records impl "loop", which is what actually ran. impl "loop" is LSTM(use_cudnn=False) everywhere.
+Each step is one model.train_on_batch call (the backend's compiled train function; XLA where Keras allows it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from workloads import harness
+
+BACKENDS = ("tensorflow", "jax", "torch")
+IMPLS = ("fused", "loop")
+
+
+class _Backend:
+    """What differs per backend: device setup, input placement, sync, memory, versions, OOM types."""
+
+    oom_types: tuple[type[BaseException], ...] = ()
+    oom_markers: tuple[str, ...] = ()
+
+    def __init__(self, gpu: bool) -> None:
+        self.gpu = gpu
+
+    def to_device(self, a: np.ndarray) -> Any:
+        return a
+
+    def sync(self, model: Any) -> None:
+        pass
+
+    def peak_memory_bytes(self) -> int | None:
+        return None
+
+    def versions(self) -> dict[str, str | None]:
+        return {}
+
+    def device_name(self) -> str | None:
+        return "cpu"
+
+
+class _TensorFlow(_Backend):
+    def __init__(self, gpu: bool) -> None:
+        super().__init__(gpu)
+        import tensorflow as tf
+
+        self.tf = tf
+        self.oom_types = (tf.errors.ResourceExhaustedError,)
+        self.oom_markers = ("OOM when allocating",)
+        if gpu:
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                raise harness.Unsupported(f"tensorflow {tf.__version__} sees no usable GPU")
+            # Grow on demand: TF would otherwise take nearly all GPU memory up front and hide the real peak.
+            tf.config.experimental.set_memory_growth(gpus[0], True)
+            tf.config.experimental.enable_tensor_float_32_execution(False)  # same FP32 maths on every GPU
+            self.device = "/GPU:0"
+            self.gpu_details = tf.config.experimental.get_device_details(gpus[0])
+        else:
+            self.device = "/CPU:0"
+
+    def to_device(self, a: np.ndarray) -> Any:
+        with self.tf.device(self.device):
+            return self.tf.identity(self.tf.constant(a))
+
+    def sync(self, model: Any) -> None:
+        if self.gpu:
+            self.tf.test.experimental.sync_devices()
+
+    def peak_memory_bytes(self) -> int | None:
+        return int(self.tf.config.experimental.get_memory_info("GPU:0")["peak"]) if self.gpu else None
+
+    def versions(self) -> dict[str, str | None]:
+        info = self.tf.sysconfig.get_build_info()
+        return {"tensorflow": self.tf.__version__, "cuda": info.get("cuda_version"), "cudnn": info.get("cudnn_version")}
+
+    def device_name(self) -> str | None:
+        return self.gpu_details.get("device_name", "GPU") if self.gpu else "cpu"
+
+
+class _Jax(_Backend):
+    oom_markers = ("RESOURCE_EXHAUSTED", "Out of memory")  # the exception type is shared by all XLA errors
+
+    def __init__(self, gpu: bool) -> None:
+        super().__init__(gpu)
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # see jax_lstm.py: show the real peak
+        import jax
+
+        self.jax = jax
+        if not gpu:
+            jax.config.update("jax_platforms", "cpu")
+            self.device = jax.devices("cpu")[0]
+            return
+        try:
+            self.device = jax.devices("gpu")[0]
+        except RuntimeError as exc:
+            raise harness.Unsupported(f"jax {jax.__version__} sees no usable GPU: {exc}") from exc
+        jax.config.update("jax_default_matmul_precision", "highest")  # no TF32: same FP32 maths on every GPU
+
+    def to_device(self, a: np.ndarray) -> Any:
+        return self.jax.device_put(a, self.device)
+
+    def sync(self, model: Any) -> None:
+        self.jax.block_until_ready([v.value for v in model.variables])
+
+    def peak_memory_bytes(self) -> int | None:
+        stats = self.device.memory_stats() if self.gpu else None
+        return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+    def versions(self) -> dict[str, str | None]:
+        import jaxlib
+
+        return {"jax": self.jax.__version__, "jaxlib": jaxlib.__version__}
+
+    def device_name(self) -> str | None:
+        return self.device.device_kind
+
+
+class _Torch(_Backend):
+    oom_markers = ("CUDA out of memory", "CUDA error: out of memory")
+
+    def __init__(self, gpu: bool) -> None:
+        super().__init__(gpu)
+        import torch
+
+        self.torch = torch
+        self.oom_types = (torch.OutOfMemoryError,)
+        if gpu:
+            if not torch.cuda.is_available():
+                raise harness.Unsupported(
+                    f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU: "
+                    "torch.cuda.is_available() is False"
+                )
+            torch.backends.cuda.matmul.allow_tf32 = False  # same FP32 maths on every GPU generation
+            torch.backends.cudnn.allow_tf32 = False
+            torch.cuda.reset_peak_memory_stats()
+        self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+
+    def to_device(self, a: np.ndarray) -> Any:
+        return self.torch.from_numpy(a).to(self.device)
+
+    def sync(self, model: Any) -> None:
+        if self.gpu:
+            self.torch.cuda.synchronize(self.device)
+
+    def peak_memory_bytes(self) -> int | None:
+        return int(self.torch.cuda.max_memory_allocated(self.device)) if self.gpu else None
+
+    def versions(self) -> dict[str, str | None]:
+        t = self.torch
+        cudnn = t.backends.cudnn.version() if t.backends.cudnn.is_available() else None
+        return {"torch": t.__version__, "cuda": t.version.cuda, "cudnn": str(cudnn) if cudnn else None}
+
+    def device_name(self) -> str | None:
+        return self.torch.cuda.get_device_name(self.device) if self.gpu else "cpu"
+
+
+_BACKEND_CLASSES: dict[str, type[_Backend]] = {"tensorflow": _TensorFlow, "jax": _Jax, "torch": _Torch}
+
+
+class KerasLSTM(harness.Framework):
+    name = "keras"
+
+    def check_device(self) -> None:
+        p = self.params
+        backend = p.variant or BACKENDS[0]
+        if backend not in BACKENDS:
+            raise harness.Unsupported(f"keras workload supports backends {', '.join(BACKENDS)}, not {backend!r}")
+        impl = IMPLS[0] if p.impl == "default" else p.impl
+        if impl not in IMPLS:
+            raise harness.Unsupported(f"keras workload offers impls {', '.join(IMPLS)}, not {p.impl!r}")
+        if p.device not in ("cpu", "gpu"):
+            raise harness.Unsupported(f"keras workload supports devices cpu and gpu, not {p.device!r}")
+        self.impl_used = impl
+        # Keras reads the backend once, at import; the GPUs must be hidden before any backend initialises CUDA.
+        os.environ["KERAS_BACKEND"] = backend
+        if p.device == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        self.backend = _BACKEND_CLASSES[backend](gpu=p.device == "gpu")
+        self.oom_types, self.oom_markers = self.backend.oom_types, self.backend.oom_markers
+        self.keras: ModuleType = importlib.import_module("keras")
+
+    def _model(self, w: harness.Weights, use_cudnn: bool) -> Any:
+        keras, p = self.keras, self.params
+        tokens = keras.Input(shape=(p.seq_len,), batch_size=p.batch, dtype="int32")
+        embedding = keras.layers.Embedding(p.vocab, p.embed)
+        lstm = keras.layers.LSTM(p.hidden, use_cudnn=use_cudnn)  # returns the last step's hidden state
+        dense = keras.layers.Dense(p.classes)
+        model = keras.Model(tokens, dense(lstm(embedding(tokens))))
+        embedding.set_weights([w.embedding])
+        lstm.set_weights([w.kernel, w.recurrent_kernel, w.bias])  # Keras: [E,4H], [H,4H], [4H], gates i,f,c,o
+        dense.set_weights([w.dense_kernel, w.dense_bias])
+        return model
+
+    def build(self, weights: harness.Weights) -> None:
+        model = self._model(weights, use_cudnn=self.impl_used == "fused")
+        if self.impl_used == "fused":
+            # The cuDNN choice is made when the layer first runs: probe it with one forward pass (no update).
+            try:
+                model(np.zeros((self.params.batch, self.params.seq_len), np.int32))
+            except ValueError as exc:
+                if "use_cudnn=True" not in str(exc):
+                    raise
+                if self.params.device == "gpu":
+                    raise harness.Unsupported(f"keras ({self.params.variant}) has no cuDNN LSTM here: {exc}") from exc
+                model, self.impl_used = self._model(weights, use_cudnn=False), "loop"
+        model.compile(
+            optimizer=self.keras.optimizers.SGD(learning_rate=self.params.lr),
+            loss=self.keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # mean over the batch
+        )
+        self.model = model
+
+    def prepare(self, tokens: Any, labels: Any) -> Any:
+        return self.backend.to_device(tokens), self.backend.to_device(labels)
+
+    def step(self, batch: Any) -> Any:
+        # train_on_batch resets the loss tracker first, so it returns this batch's (pre-update) loss.
+        return self.model.train_on_batch(*batch)
+
+    def sync(self) -> None:
+        self.backend.sync(self.model)
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
+
+    def peak_memory_bytes(self) -> int | None:
+        return self.backend.peak_memory_bytes()
+
+    def versions(self) -> dict[str, str | None]:
+        if not hasattr(self, "keras"):
+            return {}
+        out: dict[str, str | None] = {"framework": self.keras.__version__, "backend": self.keras.backend.backend()}
+        out.update(self.backend.versions())
+        if hasattr(self, "model"):
+            out["jit_compile"] = str(self.model.jit_compile)
+        return out
+
+    def device_name(self) -> str | None:
+        return self.backend.device_name() if hasattr(self, "backend") else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.run(KerasLSTM))

@@ -1,0 +1,158 @@
+"""PyTorch: Embedding -> LSTM -> last step -> Linear, plain SGD. Model, step and sync only; the rest is the harness.
+
+impl "fused" (default) runs nn.LSTM (cuDNN on GPU, ATen's fused kernel on CPU); "loop" runs nn.LSTMCell once per
+timestep, with the same weights, as a hand-written recurrent loop would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workloads import harness
+
+IMPLS = ("fused", "loop")
+
+
+class _Model(nn.Module):
+    def __init__(self, w: harness.Weights, impl: str) -> None:
+        super().__init__()
+        vocab, embed = w.embedding.shape
+        hidden = w.recurrent_kernel.shape[0]
+        self.impl = impl
+        self.embedding = nn.Embedding(vocab, embed)
+        # Both modules name their tensors weight_ih/weight_hh/bias_ih/bias_hh in the gate order i, f, g, o.
+        self.rnn = nn.LSTM(embed, hidden, batch_first=True) if impl == "fused" else nn.LSTMCell(embed, hidden)
+        self.dense = nn.Linear(hidden, w.dense_kernel.shape[1])
+        suffix = "_l0" if impl == "fused" else ""
+        with torch.no_grad():
+            self.embedding.weight.copy_(torch.from_numpy(w.embedding))
+            getattr(self.rnn, "weight_ih" + suffix).copy_(torch.from_numpy(w.kernel.T))
+            getattr(self.rnn, "weight_hh" + suffix).copy_(torch.from_numpy(w.recurrent_kernel.T))
+            getattr(self.rnn, "bias_ih" + suffix).copy_(torch.from_numpy(w.bias))
+            bias_hh = getattr(self.rnn, "bias_hh" + suffix)
+            bias_hh.zero_()
+            self.dense.weight.copy_(torch.from_numpy(w.dense_kernel.T))
+            self.dense.bias.copy_(torch.from_numpy(w.dense_bias))
+        # The benchmark's LSTM has one bias vector; PyTorch always keeps two. Freezing the second at zero keeps
+        # the maths and the trainable parameter count identical to every other framework.
+        bias_hh.requires_grad_(False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens)
+        if self.impl == "fused":
+            out, _ = self.rnn(x)
+            last = out[:, -1]
+        else:
+            h = x.new_zeros(x.shape[0], self.rnn.hidden_size)
+            c = torch.zeros_like(h)
+            for t in range(x.shape[1]):
+                h, c = self.rnn(x[:, t], (h, c))
+            last = h
+        return self.dense(last)
+
+
+class TorchLSTM(harness.Framework):
+    name = "torch"
+    oom_types = (torch.OutOfMemoryError,)
+    oom_markers = ("CUDA out of memory", "CUDA error: out of memory")
+
+    def check_device(self) -> None:
+        p = self.params
+        impl = IMPLS[0] if p.impl == "default" else p.impl
+        if impl not in IMPLS:
+            raise harness.Unsupported(f"torch workload offers impls {', '.join(IMPLS)}, not {p.impl!r}")
+        self.impl_used = impl
+        if p.device == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before CUDA's lazy init: the CPU run must not touch a GPU
+            self.device = torch.device("cpu")
+            return
+        if p.device != "gpu":
+            raise harness.Unsupported(f"torch workload supports devices cpu and gpu, not {p.device!r}")
+        if not torch.cuda.is_available():
+            raise harness.Unsupported(
+                f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU: "
+                "torch.cuda.is_available() is False (no device, or the NVIDIA driver is too old for this CUDA)"
+            )
+        major, minor = torch.cuda.get_device_capability(0)
+        archs = torch.cuda.get_arch_list()
+        if not _arch_supported(major * 10 + minor, archs):
+            raise harness.Unsupported(
+                f"torch {torch.__version__} has no kernels for {torch.cuda.get_device_name(0)} "
+                f"(compute capability {major}.{minor}); this build supports {' '.join(archs)}"
+            )
+        self.device = torch.device("cuda", 0)
+        # Same FP32 arithmetic on every GPU generation: TF32 would change numerics (and speed) from Ampere on.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.cuda.reset_peak_memory_stats()
+
+    def build(self, weights: harness.Weights) -> None:
+        self.model = _Model(weights, self.impl_used).to(self.device)
+        self.trainable = [q for q in self.model.parameters() if q.requires_grad]
+        self.opt = torch.optim.SGD(self.trainable, lr=self.params.lr)
+
+    def prepare(self, tokens: Any, labels: Any) -> Any:
+        return (
+            torch.from_numpy(tokens).long().to(self.device),
+            torch.from_numpy(labels).long().to(self.device),
+        )
+
+    def step(self, batch: Any) -> Any:
+        tokens, labels = batch
+        self.opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(tokens), labels)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()  # stays on the device: reading it here would add a sync to every step
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def loss_value(self, loss: Any) -> float:
+        return float(loss.item())
+
+    def param_count(self) -> int:
+        return sum(q.numel() for q in self.trainable)
+
+    def peak_memory_bytes(self) -> int | None:
+        return int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda" else None
+
+    def versions(self) -> dict[str, str | None]:
+        v = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        # cuDNN 9 encodes 10000 * major + 100 * minor + patch (92000 -> 9.20.0)
+        cudnn = f"{v // 10000}.{v % 10000 // 100}.{v % 100}" if v and v >= 90000 else (str(v) if v else None)
+        return {"framework": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn}
+
+    def device_name(self) -> str | None:
+        if getattr(self, "device", None) is not None and self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return "cpu"
+
+
+def _arch_supported(capability: int, archs: list[str]) -> bool:
+    """Whether the build can run on this compute capability (e.g. 86 for 8.6).
+
+    SASS for sm_XY runs on X.Y and on later minors of the same major (arch-specific sm_XYa only on X.Y itself);
+    PTX (compute_XY) is JIT-compiled by the driver for any capability at or above X.Y.
+    """
+    for arch in archs:
+        m = re.fullmatch(r"(sm|compute)_(\d+)([a-z]?)", arch)
+        if not m:
+            continue
+        kind, cc, special = m.group(1), int(m.group(2)), m.group(3)
+        if kind == "compute" and cc <= capability:
+            return True
+        if kind == "sm" and (cc == capability or (not special and cc // 10 == capability // 10 and cc < capability)):
+            return True
+    return False
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.run(TorchLSTM))
