@@ -75,6 +75,7 @@ PIP_VALUE_OPTS = {
     "--progress-bar", "--cache-dir", "--src", "--trusted-host", "--log", "--timeout", "--retries", "--proxy",
     "--cert", "--client-cert", "--exists-action", "--global-option", "--config-settings", "-C", "--no-binary",
     "--only-binary", "--upgrade-strategy", "--root-user-action", "-e", "--editable", "--python", "-p",
+    "--use-feature", "--use-deprecated", "--report", "--keyring-provider", "--index-strategy", "--python-platform",
 }
 SHELL_OPS = {"&&", "||", ";", "|", "&", "(", ")", ";;"}
 REDIRECTS = {">", ">>", "<", ">&", "&>", "<&", ">|", "&>>"}
@@ -606,7 +607,10 @@ def fetch_project(index: str, name: str, timeout: float = 20) -> ProjectPage:
         resp = requests.get(url, timeout=timeout, headers={
             "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
     except requests.RequestException as exc:
-        return ProjectPage(unreachable=f"{type(exc).__name__}: {str(exc)[:120]}")
+        inner = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
+        inner = getattr(inner, "reason", None) or inner  # urllib3's MaxRetryError wraps the socket-level cause
+        text = re.sub(r"<[^>]*>:? ?", "", str(inner))  # drop object reprs such as <HTTPSConnection object at 0x..>
+        return ProjectPage(unreachable=f"{type(inner).__name__}: {text}"[:160])
     if resp.status_code == 404:
         return ProjectPage(missing=True)
     if resp.status_code != 200:
@@ -722,8 +726,8 @@ def check(root: Path, names: list[str] | None = None, offline: bool = False) -> 
             per[f] |= {b for p, bs in pins.items() if (p.path, p.line) == (f.path, f.line) for b in bs}
     lines = []
     for f in sorted(per):
-        tags = sorted(f"{n}:{v}" if len(selected) > 1 else v for n in {n for n, _ in per[f]}
-                      if {v for m, v in per[f] if m == n} != builds[n] for m, v in per[f] if m == n)
+        partial = {n for n, _ in per[f] if {v for m, v in per[f] if m == n} != builds[n]}
+        tags = sorted({v for n, v in per[f] if n in partial})
         lines.append(str(f) + (f" [variant {', '.join(tags)}]" if tags else ""))
     counts = {"images": len(selected), "builds": sum(map(len, builds.values())),
               "pins": len({(p.name, p.version, p.indexes, p.python, p.glibc) for p in pins})}
@@ -746,8 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for line in lines:
         print(line)
-    resolved = "not resolved (--offline)" if opts.offline else f"resolved, {counts['unchecked']} not checked"
-    print(f"checked {counts['images']} images ({counts['builds']} builds), {counts['pins']} pins {resolved}: "
+    resolved = "not resolved: --offline" if opts.offline else f"{counts['unchecked']} not checked"
+    print(f"checked {counts['images']} images ({counts['builds']} builds), {counts['pins']} pins ({resolved}): "
           f"{counts[ERROR]} errors, {counts[WARNING]} warnings")
     return 1 if counts[ERROR] else 0
 

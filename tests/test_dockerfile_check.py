@@ -205,7 +205,7 @@ def test_cli_output_and_exit_codes(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     out = proc.stdout.splitlines()
     assert "images/myfw/requirements.txt:1: error: torch>=2: not pinned with == (`>=2`)" in out
-    assert out[-1] == "checked 1 images (1 builds), 0 pins not resolved (--offline): 1 errors, 1 warnings"
+    assert out[-1] == "checked 1 images (1 builds), 0 pins (not resolved: --offline): 1 errors, 1 warnings"
     proc = subprocess.run([*cmd, "nosuch"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "nosuch" in proc.stderr
 
@@ -292,7 +292,7 @@ def test_unreachable_index_is_not_checked_not_passed(tmp_path: Path) -> None:
     root = make_repo(tmp_path, requirements=f"--index-url http://127.0.0.1:{port}/simple/\nnumpy==1.26.4\n")
     lines, counts = check(root)
     assert any(line.startswith("images/myfw/requirements.txt:2: warning: numpy==1.26.4: not checked (index "
-                               f"unreachable): http://127.0.0.1:{port}/simple/ (ConnectionError") for line in lines)
+                               f"unreachable): http://127.0.0.1:{port}/simple/ (") for line in lines)
     assert counts["unchecked"] == 1 and counts["error"] == 0
     assert main(["--root", str(root)]) == 0
 
