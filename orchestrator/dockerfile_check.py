@@ -34,7 +34,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import (
     InvalidSdistFilename,
@@ -650,6 +650,13 @@ def _file_version(name: str, filename: str) -> tuple[Version, frozenset[Tag] | N
         return None
 
 
+def _admits(requires_python: str | None, python: Version) -> bool:
+    try:
+        return not requires_python or SpecifierSet(requires_python).contains(python, prereleases=True)
+    except InvalidSpecifier:  # pip ignores a malformed Requires-Python too
+        return True
+
+
 def resolve_pin(pin: Pin, pages: dict[tuple[str, str], ProjectPage]) -> Finding | None:
     """None when the pin installs from a wheel; else a finding (sdist only, missing, yanked, unreachable...)."""
     spec = SpecifierSet(f"=={pin.version}")
@@ -668,8 +675,7 @@ def resolve_pin(pin: Pin, pages: dict[tuple[str, str], ProjectPage]) -> Finding 
         files = [(f, fv) for f in page.files if (fv := _file_version(pin.name, f.filename)) and
                  spec.contains(fv[0], prereleases=True)]
         live = [(f, fv) for f, fv in files if f.yanked is None]
-        usable = [(f, fv) for f, fv in live if not f.requires_python or
-                  SpecifierSet(f.requires_python).contains(py, prereleases=True)]
+        usable = [(f, fv) for f, fv in live if _admits(f.requires_python, py)]
         if any(fv[1] and fv[1] & tags for _, fv in usable):
             return None
         sdists += [f.filename for f, fv in usable if fv[1] is None]

@@ -208,6 +208,8 @@ def test_cli_output_and_exit_codes(tmp_path: Path) -> None:
     assert out[-1] == "checked 1 images (1 builds), 0 pins (not resolved: --offline): 1 errors, 1 warnings"
     proc = subprocess.run([*cmd, "nosuch"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "nosuch" in proc.stderr
+    (root / "images/myfw/framework.yaml").write_text("pyton: '3.11'\n")
+    assert main(["--offline", "--root", str(root)]) == 2
 
 
 def test_target_tags_follow_python_and_glibc() -> None:
@@ -231,6 +233,7 @@ INDEX = {
         ("demo_pkg-1.3.0-py3-none-any.whl", ' data-yanked="broken metadata"'),
         ("demo_pkg-1.4.0-py3-none-any.whl", ' data-requires-python="&gt;=3.12"'),
         ("demo_pkg-1.5.0-cp310-cp310-manylinux_2_39_x86_64.whl", ""),
+        ("demo_pkg-1.6.0-py3-none-any.whl", ' data-requires-python="not a specifier"'),
     ],
 }
 
@@ -265,6 +268,7 @@ LOCAL_CASES = [
     ("demo-pkg==1.3.0", "error: demo-pkg==1.3.0: 1.3.0 is yanked on {index}: broken metadata"),
     ("demo-pkg==1.4.0", "error: demo-pkg==1.4.0: no wheel for cp310"),
     ("demo-pkg==1.5.0", "error: demo-pkg==1.5.0: no wheel for cp310 manylinux x86_64 (glibc 2.35)"),
+    ("demo-pkg==1.6.0", None),  # a malformed Requires-Python is ignored, as pip does
     ("demo-pkg==9.9.9", "error: demo-pkg==9.9.9: version 9.9.9 does not exist on {index}"),
     ("no-such-pkg==1.0", "error: no-such-pkg==1.0: no project 'no-such-pkg' on {index}"),
 ]
