@@ -1,0 +1,183 @@
+"""The rendered report of real runs (numpy-reference on this CPU): files, the 2016-shaped table, repeats,
+failures, the baseline, % of peak and the warnings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_helpers import as_framework, derived_run, failed
+
+from orchestrator.report import render
+from orchestrator.report.baseline import load_baseline
+from orchestrator.report.load import load_run
+from orchestrator.report.tables import fmt_ms
+from orchestrator.results import Status
+
+pytest_plugins = ["report_fixtures"]  # the real-run fixtures (tests/report_fixtures.py)
+
+
+def md_section_table(md: str, heading: str) -> list[list[str]]:
+    """Rows (header included) of the first Markdown table after `## heading`."""
+    lines = md.split(f"## {heading}", 1)[1].splitlines()
+    table = [ln for ln in lines[: next(i for i, ln in enumerate(lines) if ln.startswith("## ") and i > 0)]
+             if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in table if not ln.startswith("|---")]
+
+
+def pooled_median(records: list, hidden: int) -> float:
+    times = [t for r in records if r.hidden == hidden and r.status is Status.OK for t in r.workload["times_ms"]]
+    return float(np.median(times))
+
+
+def test_render_writes_every_file_into_the_run_dir(real_run: Path, tmp_path: Path) -> None:
+    run = derived_run(real_run, tmp_path / "run")
+    written = render(run)
+    assert {p.name for p in written} >= {"report.md", "report.html", "results.csv", "report.json", "ms_vs_hidden.png"}
+    for p in written:
+        assert p.parent == run and p.stat().st_size > 0
+    md = (run / "report.md").read_text()
+    assert "](ms_vs_hidden.png)" in md  # the PNG is referenced next to report.md
+
+
+def test_original_table_has_every_2016_row_in_order_then_ours(real_run: Path, tmp_path: Path) -> None:
+    render(real_run, tmp_path)
+    rows = md_section_table((tmp_path / "report.md").read_text(), "Milliseconds per batch")
+    header, body = rows[0], rows[1:]
+    records = load_run(real_run).records
+    hidden = sorted({r.hidden for r in records})
+    assert header == ["framework", *(f"hidden-{h}" for h in hidden), "note"]
+    base = load_baseline()
+    assert [r[0] for r in body[:6]] == [base.labels[name] for name in base.rows]
+    for row in body[:6]:
+        assert row[1:-1] == ["not run"] * len(hidden)
+        assert row[-1], "a 2016 row that did not run must say why"
+    ours = body[6]
+    assert ours[0] == records[0].label
+    assert ours[1:-1] == [fmt_ms(pooled_median(list(records), h)) for h in hidden]
+
+
+def test_results_csv_and_report_json_hold_the_real_numbers(real_run: Path, tmp_path: Path) -> None:
+    render(real_run, tmp_path)
+    records = load_run(real_run).records
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert list(frame["cell_id"]) == [r.cell_id for r in records]
+    for rec, (_, row) in zip(records, frame.iterrows(), strict=True):
+        assert row["median_ms"] == pytest.approx(float(np.median(rec.workload["times_ms"])))
+        assert row["n_times"] == len(rec.workload["times_ms"])
+        assert row["status"] == "ok" and row["equivalence"] == "ok"
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["run_id"] == records[0].run_id
+    assert [c["cells"] for c in doc["cells"]] == [[r.cell_id] for r in records]
+    assert [m["row"] for m in doc["not_run_2016"]] == list(load_baseline().rows)
+
+
+def test_repeats_are_pooled(repeated_run: Path, tmp_path: Path) -> None:
+    render(repeated_run, tmp_path)
+    records = load_run(repeated_run).records
+    assert sorted(r.repeat for r in records) == [0, 1, 2]
+    (cell,) = json.loads((tmp_path / "report.json").read_text())["cells"]
+    assert cell["repeats"] == 3 and cell["repeats_ok"] == 3
+    assert cell["stats_ms"]["n"] == sum(len(r.workload["times_ms"]) for r in records)
+    assert cell["stats_ms"]["median"] == pytest.approx(pooled_median(list(records), records[0].hidden))
+    assert cell["repeat_medians_ms"] == pytest.approx([float(np.median(r.workload["times_ms"])) for r in records])
+
+
+def test_a_failed_repeat_is_left_out_of_the_pool_and_said(repeated_run: Path, tmp_path: Path) -> None:
+    records = load_run(repeated_run).records
+    last = records[-1]
+    run = derived_run(repeated_run, tmp_path / "run",
+                      replace={last.cell_id: failed(last, Status.OOM, "RuntimeError: out of memory")})
+    render(run)
+    (cell,) = json.loads((run / "report.json").read_text())["cells"]
+    assert cell["repeats_ok"] == 2 and cell["failures"][0]["status"] == "oom"
+    assert cell["stats_ms"]["median"] == pytest.approx(pooled_median(list(records[:-1]), last.hidden))
+    md = (run / "report.md").read_text()
+    assert "pooled over the ok repeats only (repeat 2: out of mem)" in md
+    table = md_section_table(md, "Milliseconds per batch")
+    assert table[-1][1].endswith("†")
+
+
+def test_failed_cells_show_the_2016_word_and_their_reason(real_run: Path, tmp_path: Path) -> None:
+    rec = load_run(real_run).records[0]
+    oom = failed(rec, Status.OOM, "OutOfMemoryError: CUDA out of memory | tried 2 GiB", hidden=32,
+                 cell_id=rec.cell_id.replace(f"h{rec.hidden}", "h32"))
+    run = derived_run(real_run, tmp_path / "run", extra=[oom])
+    render(run)
+    md = (run / "report.md").read_text()
+    table = md_section_table(md, "Milliseconds per batch")
+    assert table[0][-2] == "hidden-32" and table[-1][-2] == "out of mem"
+    failures = md_section_table(md, "Failures")
+    assert failures[1][:4] == [rec.label, "32", "0", "out of mem"]
+    assert "CUDA out of memory \\| tried 2 GiB" in failures[1][4]  # the pipe cannot break the table
+
+
+def test_a_2016_row_gets_the_baseline_and_speed_up(run_h128: Path, tmp_path: Path) -> None:
+    (rec,) = load_run(run_h128).records
+    theano = as_framework(rec, "theano", "theano")
+    run = derived_run(run_h128, tmp_path / "run", replace={rec.cell_id: theano})
+    written = render(run)
+    assert "speedup_vs_2016.png" in {p.name for p in written}
+    (cell,) = json.loads((run / "report.json").read_text())["cells"]
+    median = float(np.median(rec.workload["times_ms"]))
+    then = load_baseline().cell("theano", 128)
+    assert cell["original_row"] == "theano" and cell["baseline_2016"]["ms"] == then.ms
+    assert cell["speedup_vs_2016"] == pytest.approx(then.ms / median)
+    md = (run / "report.md").read_text()
+    original = md_section_table(md, "Milliseconds per batch")
+    assert original[1][:2] == ["theano", fmt_ms(median)]  # our row sits in the Theano row's place
+    against = md_section_table(md, "Against the 2016 table")
+    assert against[1][:5] == ["Theano", "theano", "128", fmt_ms(then.ms), fmt_ms(median)]
+
+
+@pytest.mark.parametrize(("gpu", "known"), [("NVIDIA H100 80GB HBM3", True), ("Mystery Accelerator 9000", False)])
+def test_percent_of_peak_only_for_known_gpus(real_run: Path, tmp_path: Path, gpu: str, known: bool) -> None:
+    records = load_run(real_run).records
+    on_gpu = {r.cell_id: r.model_copy(update={"device": "gpu", "slot": "0"}) for r in records}
+    run = derived_run(real_run, tmp_path / "run", replace=on_gpu,
+                      manifest={"gpus": [{"index": "0", "name": gpu}]})
+    written = {p.name for p in render(run)}
+    cells = json.loads((run / "report.json").read_text())["cells"]
+    for cell in cells:
+        assert cell["gpu"] == gpu
+        if known:
+            assert cell["pct_of_peak_fp32"] == pytest.approx(100 * cell["tflops"] / cell["peak"]["fp32_tflops"])
+            assert cell["pct_of_peak_tf32"] == pytest.approx(100 * cell["tflops"] / cell["peak"]["tf32_tflops"])
+        else:
+            assert cell["peak"] is None and cell["pct_of_peak_fp32"] is None
+    assert ("pct_of_peak.png" in written) is known
+    assert ("not in the peak table: no % of peak" in (run / "report.md").read_text()) is not known
+
+
+def test_overlapping_intervals_are_flagged_as_unrankable(real_run: Path, tmp_path: Path) -> None:
+    render(real_run, tmp_path / "alone")
+    assert "cannot rank" not in (tmp_path / "alone" / "report.md").read_text()
+    records = load_run(real_run).records
+    twins = [as_framework(r, "numpy-twin", "numpy twin") for r in records]
+    run = derived_run(real_run, tmp_path / "run", extra=twins)
+    render(run)
+    md = (run / "report.md").read_text()
+    for rec in records:
+        assert f"hidden-{rec.hidden}: " in md
+    assert md.count("this run cannot rank them") == len(records)
+
+
+def test_a_bad_results_line_is_an_input_error(real_run: Path, tmp_path: Path) -> None:
+    from orchestrator.errors import InputError
+
+    run = derived_run(real_run, tmp_path / "run")
+    with (run / "results.jsonl").open("a") as f:
+        f.write('{"not": "a record"}\n')
+    n = len((run / "results.jsonl").read_text().splitlines())
+    with pytest.raises(InputError, match=rf"results.jsonl:{n}: "):
+        render(run)
+
+
+def test_not_a_run_dir_is_an_input_error(tmp_path: Path) -> None:
+    from orchestrator.errors import InputError
+
+    with pytest.raises(InputError, match="not a run directory"):
+        render(tmp_path)
