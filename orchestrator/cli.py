@@ -214,10 +214,11 @@ def cmd_run(argv: list[str], console: Console) -> int:
     run_id = previous.get("run_id") or f"{stamp}-{secrets.token_hex(3)}"
     parse_build_args(args.build_args)
 
+    # Reach the engine (and check its GPU runtime) before creating anything: a run that cannot start leaves no trace.
+    runner = make_runner(args, plan.matrix, run_id)
+    runner_info = runner.preflight()
     store.open_for_run()
     try:
-        runner = make_runner(args, plan.matrix, run_id)
-        runner_info = runner.preflight()
         manifest = initial_manifest(run_id, matrix_doc, runner_info, [sys.executable, "-m", "orchestrator", *argv])
         if previous:
             manifest["started_at"] = previous.get("started_at", manifest["started_at"])
