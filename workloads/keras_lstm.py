@@ -1,9 +1,11 @@
 """Keras 3: Embedding -> LSTM -> Dense, plain SGD, on the backend named by the variant. Model, step and sync only.
 
-impl "fused" (default) asks for LSTM(use_cudnn=True): Keras then raises instead of silently falling back to its
-generic loop. On CPU, where cuDNN does not exist, the fused request falls back to LSTM(use_cudnn=False) and the
-result records impl "loop", which is what actually ran. impl "loop" is LSTM(use_cudnn=False) everywhere.
-Each step is one model.train_on_batch call (the backend's compiled train function; XLA where Keras allows it).
+impl "fused" (default) on GPU is LSTM(use_cudnn=True), and a one-batch forward probe proves the cuDNN kernel really
+runs (the tensorflow and jax backends raise when it cannot; Keras 3.15's torch backend falls back to its own loop
+silently, so there the probe watches its cuDNN call). A fused cell that cannot get cuDNN is "unsupported", never a
+slow loop timed under the fused label. On CPU no cuDNN exists: fused runs LSTM(use_cudnn=False), the same code as
+impl "loop", and the result records "loop". Each step is one model.train_on_batch call (the backend's compiled
+train function; XLA where Keras allows it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ IMPLS = ("fused", "loop")
 class _Backend:
     """What differs per backend: device setup, input placement, sync, memory, versions, OOM types."""
 
+    name = "?"
     oom_types: tuple[type[BaseException], ...] = ()
     oom_markers: tuple[str, ...] = ()
 
@@ -45,8 +48,19 @@ class _Backend:
     def device_name(self) -> str | None:
         return "cpu"
 
+    def probe_cudnn(self, model: Any, tokens: np.ndarray) -> None:
+        """Raise Unsupported unless a forward pass of `model` (built with use_cudnn=True) runs the cuDNN kernel."""
+        try:
+            model(tokens)
+        except ValueError as exc:  # Keras: "use_cudnn=True was specified, but cuDNN is not supported ..."
+            if "use_cudnn=True" not in str(exc):
+                raise
+            raise harness.Unsupported(f"keras ({self.name}): no cuDNN LSTM here: {exc}") from exc
+
 
 class _TensorFlow(_Backend):
+    name = "tensorflow"
+
     def __init__(self, gpu: bool) -> None:
         super().__init__(gpu)
         import tensorflow as tf
@@ -86,6 +100,7 @@ class _TensorFlow(_Backend):
 
 
 class _Jax(_Backend):
+    name = "jax"
     oom_markers = ("RESOURCE_EXHAUSTED", "Out of memory")  # the exception type is shared by all XLA errors
 
     def __init__(self, gpu: bool) -> None:
@@ -124,6 +139,7 @@ class _Jax(_Backend):
 
 
 class _Torch(_Backend):
+    name = "torch"
     oom_markers = ("CUDA out of memory", "CUDA error: out of memory")
 
     def __init__(self, gpu: bool) -> None:
@@ -160,6 +176,25 @@ class _Torch(_Backend):
 
     def device_name(self) -> str | None:
         return self.torch.cuda.get_device_name(self.device) if self.gpu else "cpu"
+
+    def probe_cudnn(self, model: Any, tokens: np.ndarray) -> None:
+        # backend.lstm catches any failure of its cuDNN call and runs a Python loop instead, without a word:
+        # watch the call during the probe (Keras internals, pinned to 3.15.1 by the image).
+        rnn = importlib.import_module("keras.src.backend.torch.rnn")  # the package re-exports a function `rnn`
+        original, ran = rnn._cudnn_lstm, []
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            ran.append(True)
+            return out
+
+        rnn._cudnn_lstm = watched
+        try:
+            super().probe_cudnn(model, tokens)
+        finally:
+            rnn._cudnn_lstm = original
+        if not ran:
+            raise harness.Unsupported("keras (torch): the cuDNN LSTM did not run (Keras fell back to its torch loop)")
 
 
 _BACKEND_CLASSES: dict[str, type[_Backend]] = {"tensorflow": _TensorFlow, "jax": _Jax, "torch": _Torch}
@@ -200,17 +235,11 @@ class KerasLSTM(harness.Framework):
         return model
 
     def build(self, weights: harness.Weights) -> None:
+        if self.impl_used == "fused" and self.params.device == "cpu":
+            self.impl_used = "loop"  # no cuDNN on a CPU: run, and record, the backend's recurrent loop
         model = self._model(weights, use_cudnn=self.impl_used == "fused")
         if self.impl_used == "fused":
-            # The cuDNN choice is made when the layer first runs: probe it with one forward pass (no update).
-            try:
-                model(np.zeros((self.params.batch, self.params.seq_len), np.int32))
-            except ValueError as exc:
-                if "use_cudnn=True" not in str(exc):
-                    raise
-                if self.params.device == "gpu":
-                    raise harness.Unsupported(f"keras ({self.params.variant}) has no cuDNN LSTM here: {exc}") from exc
-                model, self.impl_used = self._model(weights, use_cudnn=False), "loop"
+            self.backend.probe_cudnn(model, np.zeros((self.params.batch, self.params.seq_len), np.int32))
         model.compile(
             optimizer=self.keras.optimizers.SGD(learning_rate=self.params.lr),
             loss=self.keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # mean over the batch

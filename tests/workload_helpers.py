@@ -1,0 +1,101 @@
+"""Shared helpers for the framework workload tests (test_workloads_a.py, test_workloads_b.py).
+
+Each framework runs in its cached local environment (orchestrator.venvs.ensure_venv, the same one the local
+runner uses) as `python -m workloads.<module> --params P --out R`, exactly as a cell would, and its result JSON is
+compared with the NumPy reference computed in the test process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.frameworks import Framework, discover
+from orchestrator.venvs import VenvError, ensure_venv
+from workloads import harness
+from workloads.numpy_reference import NumpyLSTM
+
+ROOT = Path(__file__).resolve().parent.parent
+# Tiny cell; lr 0.5 so that one SGD update moves the loss well beyond float32 noise (the equivalence probe).
+TINY: dict[str, Any] = {
+    "hidden": 16, "batch": 4, "seq_len": 8, "vocab": 100, "classes": 5,
+    "iters": 3, "warmup": 1, "device": "cpu", "lr": 0.5,
+}
+RESULT_KEYS = (
+    "schema_version", "kind", "status", "message", "framework", "variant", "impl", "params", "versions", "device",
+    "param_count", "param_count_expected", "loss_initial", "loss_after_one_step", "loss_final", "times_ms",
+    "stats_ms", "peak_memory_bytes", "setup_s", "wall_s",
+)
+REL_TOL = 1e-4
+
+
+def framework(name: str) -> Framework:
+    found = discover(ROOT / "images")
+    if name not in found:
+        pytest.fail(f"no images/{name}/Dockerfile")
+    return found[name]
+
+
+def venv_python(name: str, variant: str | None = None) -> Path:
+    """The Python of the framework's cached environment; skips (naming it) when it cannot be installed here."""
+    fw = framework(name)
+    try:
+        return ensure_venv(fw, variant)
+    except (VenvError, subprocess.TimeoutExpired, OSError) as exc:
+        pytest.skip(f"{fw.row_label(variant)}: cannot install its CPU environment on this machine: {exc}")
+
+
+def cell_params(name: str, variant: str | None = None, **overrides: Any) -> dict[str, Any]:
+    return {"framework": name, **({"variant": variant} if variant else {}), **TINY, **overrides}
+
+
+def run_workload(
+    python: Path, module: str, params: dict[str, Any], workdir: Path, timeout_s: float = 600
+) -> dict[str, Any]:
+    """Run one cell the way the local runner does (GPUs hidden) and return its result JSON."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    params_path, out_path = workdir / "params.json", workdir / "result.json"
+    params_path.write_text(json.dumps(params))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    env.pop("KERAS_BACKEND", None)  # the workload must choose the backend from the variant alone
+    proc = subprocess.run(
+        [str(python), "-m", f"workloads.{module}", "--params", str(params_path), "--out", str(out_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s,
+    )
+    log = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0, f"workloads.{module} exited {proc.returncode}:\n{log}"
+    assert out_path.is_file(), f"workloads.{module} wrote no result:\n{log}"
+    doc = json.loads(out_path.read_text())
+    doc["_log"] = log
+    return doc
+
+
+def reference_losses(params: dict[str, Any]) -> tuple[float, float]:
+    """(loss before any update, loss after one SGD step) of the NumPy oracle on the harness's first batch."""
+    p = harness.Params.from_dict(params)
+    model = NumpyLSTM(harness.make_weights(p), p.lr)
+    tokens, labels = harness.make_batches(p)[0]
+    return model.step(tokens, labels), model.step(tokens, labels)
+
+
+def assert_ok_and_equivalent(doc: dict[str, Any], params: dict[str, Any]) -> None:
+    """status ok, the contract's keys, the expected parameter count and the NumPy reference's two losses."""
+    assert doc["status"] == "ok", f"{doc['status']}: {doc['message']}\n{doc['_log']}"
+    missing = [k for k in RESULT_KEYS if k not in doc]
+    assert not missing, f"result lacks {missing}"
+    assert doc["param_count"] == doc["param_count_expected"] == harness.expected_param_count(
+        harness.Params.from_dict(params)
+    )
+    assert len(doc["times_ms"]) == params["iters"]
+    assert doc["versions"].get("framework"), doc["versions"]
+    assert doc["loss_final"] is not None and math.isfinite(doc["loss_final"])
+    want_initial, want_after = reference_losses(params)
+    assert want_initial != pytest.approx(want_after, rel=REL_TOL), "lr too small for the probe to mean anything"
+    assert doc["loss_initial"] == pytest.approx(want_initial, rel=REL_TOL)
+    assert doc["loss_after_one_step"] == pytest.approx(want_after, rel=REL_TOL)
