@@ -69,6 +69,7 @@ class CellRecord(BaseModel):
     mean_ms: float | None = None
     log_tail: str | None = None
     workload: dict[str, Any] | None = None
+    started_at: str | None = None  # UTC, milliseconds; absent in records of older runs
     finished_at: str
 
     def to_json_line(self) -> str:

@@ -40,6 +40,7 @@ class Outcome:
     duration_s: float
     error: str | None = None  # the runner could not start or follow the cell
     memory_limited: bool = False  # a memory limit applied, so a bare SIGKILL most likely is the limit
+    placement: str | None = None  # where the cell ran, when the runner chose it (Ray: node and GPU)
 
 
 class Runner(Protocol):
