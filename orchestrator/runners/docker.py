@@ -92,6 +92,7 @@ class DockerRunner:
         build_timeout_s: float = 3600.0,
         root: Path = PROJECT_ROOT,
         client: Any = None,
+        cpusets: dict[str, str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.device = device
@@ -100,6 +101,7 @@ class DockerRunner:
         self.build_args = dict(build_args or {})
         self.build_timeout_s = build_timeout_s
         self.root = root
+        self.cpusets = dict(cpusets or {})  # CPU slot -> its cores ("0,1"), from scheduler.cpusets (--pin-cpus)
         self.client = client or connect()
         self._running: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -184,6 +186,7 @@ class DockerRunner:
             "device_requests": device_requests,
             "labels": self.labels(cell),
             "detach": True,
+            **({"cpuset_cpus": self.cpusets[slot]} if slot in self.cpusets else {}),
         }
 
     def labels(self, cell: Cell) -> dict[str, str]:
@@ -235,6 +238,8 @@ class DockerRunner:
                     container.remove(force=True)
                 with self._lock:
                     self._running.pop(cell.cell_id, None)
+        if self._aborted.is_set():
+            error = "aborted"  # our own kill (Ctrl-C), not the cell's failure: no record, --resume reruns it
         return Outcome(
             exit_code=exit_code,
             timed_out=timed_out,
