@@ -6,8 +6,7 @@ stops the cells in flight, keeps everything finished and marks the run interrupt
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import queue
+import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
 from orchestrator.runners.base import PARAMS_FILE, Environment, Outcome, Runner
+from orchestrator.scheduler import run_on_slots
 from orchestrator.store import RunStore, write_json
 
 
@@ -51,6 +51,7 @@ def record_for(
     duration_s: float,
     outcome: Outcome | None,
     workload: dict[str, Any] | None,
+    started_at: str | None = None,
 ) -> CellRecord:
     stats = (workload or {}).get("stats_ms") or {}
     return CellRecord(
@@ -63,7 +64,8 @@ def record_for(
         hidden=cell.hidden,
         repeat=cell.repeat,
         device=device,
-        slot=slot,
+        # A runner that places cells itself (Ray) says where the cell really ran.
+        slot=(outcome.placement if outcome and outcome.placement else slot),
         status=status,
         reason=reason,
         duration_s=round(duration_s, 3),
@@ -73,8 +75,14 @@ def record_for(
         mean_ms=stats.get("mean") if status is Status.OK else None,
         log_tail=outcome.log_tail[-4000:] if outcome and status is not Status.OK else None,
         workload=workload,
+        started_at=started_at,
         finished_at=now_iso(),
     )
+
+
+def precise_now() -> str:
+    """UTC with milliseconds: enough to order cells that share a slot one after another."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def prepare_environments(
@@ -96,9 +104,11 @@ def run_one(
     """Run and classify one cell; None when it was aborted (so --resume runs it again)."""
     matrix = plan.matrix
     label = plan.frameworks[cell.framework].row_label(cell.variant)
+    started_at = precise_now()
     if env.error is not None:
         return record_for(
-            cell, label, run_id, matrix.device, slot, env, Status.BUILD_FAILED, env.error[-4000:], 0.0, None, None
+            cell, label, run_id, matrix.device, slot, env, Status.BUILD_FAILED, env.error[-4000:], 0.0, None, None,
+            started_at,
         )
     cell_dir = store.fresh_cell_dir(cell.cell_id)
     write_json(cell_dir / PARAMS_FILE, cell.params(matrix))
@@ -107,7 +117,8 @@ def run_one(
         return None
     status, reason, workload = classify(outcome, matrix.timeout_s)
     return record_for(
-        cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload
+        cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload,
+        started_at,
     )
 
 
@@ -138,47 +149,21 @@ def execute(
         summary.interrupted = True
         return summary
 
-    free: queue.Queue[str | None] = queue.Queue()
-    for slot in slots:
-        free.put(slot)
     stop = threading.Event()
     lock = threading.Lock()
 
-    def work(cell: Cell) -> None:
-        if stop.is_set():
+    def work(cell: Cell, slot: str | None) -> None:
+        events.cell_started(cell, slot)
+        record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot)
+        if record is None:
             return
-        slot = free.get()  # one cell per slot: never two timed cells on one GPU
-        try:
-            if stop.is_set():
-                return
-            events.cell_started(cell, slot)
-            record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot)
-            if record is None:
-                return
-            store.save(record, order)
-            with lock:
-                summary.records.append(record)
-            events.cell_finished(record)
-            if on_record:
-                on_record(record)
-        finally:
-            free.put(slot)
+        store.save(record, order)
+        with lock:
+            summary.records.append(record)
+        events.cell_finished(record)
+        if on_record:
+            on_record(record)
 
-    pool = cf.ThreadPoolExecutor(max_workers=max(1, len(slots)), thread_name_prefix="cell")
-    futures = [pool.submit(work, cell) for cell in todo]
-    try:
-        pending = set(futures)
-        while pending:
-            # Short waits keep the main thread responsive to Ctrl-C.
-            finished, pending = cf.wait(pending, timeout=0.2)
-            for fut in finished:
-                fut.result()
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        stop.set()
-        runner.abort()
-        for fut in futures:
-            fut.cancel()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # One cell per slot at a time: never two timed cells on one GPU.
+    summary.interrupted = run_on_slots(todo, slots, work, stop, runner.abort)
     return summary
