@@ -1,0 +1,170 @@
+"""TensorFlow 2 workload: the benchmark LSTM as a Keras layer (fused) or a hand-written tf.foldl of a cell (loop).
+
+fused: keras.layers.LSTM, which TensorFlow runs as one cuDNN op on a GPU. use_cudnn=True there, so a silent
+       fallback to Keras' generic loop raises instead of being timed as "fused". On a CPU there is no cuDNN:
+       the same layer runs Keras' generic loop and the result says so (impl "keras-loop").
+loop:  plain TensorFlow: precomputed input projection, then tf.foldl (a tf.while_loop) over one LSTM cell.
+Both paths train the same tf.Variables with the same hand-written SGD inside one tf.function.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Keras 3 picks its backend at import; TF_CPP_MIN_LOG_LEVEL=1 keeps warnings but drops the INFO banner.
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from workloads import harness
+
+# Messages of a GPU the build has no kernels for (a CUDA error surfacing through TensorFlow).
+NO_KERNEL_MARKERS = ("no kernel image", "CUDA_ERROR_NO_BINARY_FOR_GPU", "CUDA_ERROR_INVALID_PTX")
+
+
+class TensorFlowLSTM(harness.Framework):
+    name = "tensorflow"
+    oom_types = (tf.errors.ResourceExhaustedError,)
+    oom_markers = ("OOM when allocating", "RESOURCE_EXHAUSTED")
+
+    def __init__(self, params: harness.Params) -> None:
+        super().__init__(params)
+        self.impl_used = "fused" if params.impl == "default" else params.impl
+        if self.impl_used not in ("fused", "loop"):
+            raise harness.Unsupported(f"tensorflow workload has no impl {params.impl!r} (offers fused, loop)")
+        self._gpu_details: dict[str, Any] = {}
+
+    def versions(self) -> dict[str, str | None]:
+        info = tf.sysconfig.get_build_info()
+        return {
+            "framework": tf.__version__,
+            "keras": keras.__version__,
+            "cuda": info.get("cuda_version"),
+            "cudnn": info.get("cudnn_version"),
+        }
+
+    def device_name(self) -> str | None:
+        if self.params.device == "cpu":
+            return "cpu"
+        return self._gpu_details.get("device_name")
+
+    def check_device(self) -> None:
+        gpus = tf.config.list_physical_devices("GPU")
+        if self.params.device == "cpu":
+            tf.config.set_visible_devices([], "GPU")  # before any op runs, or TF has already claimed them
+            return
+        if self.params.device != "gpu":
+            raise harness.Unsupported(f"tensorflow workload has no device {self.params.device!r}")
+        if not gpus:
+            raise harness.Unsupported(
+                f"TensorFlow {tf.__version__} sees no GPU (CUDA build: {tf.test.is_built_with_cuda()}); "
+                "driver, container toolkit or a GPU too old for its kernels"
+            )
+        tf.config.set_visible_devices(gpus[0], "GPU")
+        # Memory growth: the peak we report is then what the step needed, not TF's up-front reservation.
+        tf.config.experimental.set_memory_growth(gpus[0], True)
+        self._gpu_details = tf.config.experimental.get_device_details(gpus[0])
+        try:
+            with tf.device("/GPU:0"):
+                tf.linalg.matmul(tf.ones([8, 8]), tf.ones([8, 8])).numpy()
+        except tf.errors.OpError as exc:
+            if any(m in str(exc) for m in NO_KERNEL_MARKERS):
+                cc = self._gpu_details.get("compute_capability")
+                raise harness.Unsupported(f"TensorFlow {tf.__version__} has no kernels for this GPU (cc {cc})") from exc
+            raise
+
+    def build(self, weights: harness.Weights) -> None:
+        p = self.params
+        self._device = "/GPU:0" if p.device == "gpu" else "/CPU:0"
+        with tf.device(self._device):
+            if self.impl_used == "fused":
+                self._build_keras(weights)
+            else:
+                self._build_loop(weights)
+        lr = tf.constant(p.lr, tf.float32)
+        variables = self.variables
+
+        @tf.function
+        def train_step(tokens: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                logits = self._forward(tokens)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            grads = tape.gradient(loss, variables)
+            for var, grad in zip(variables, grads, strict=True):
+                if isinstance(grad, tf.IndexedSlices):  # the embedding: update only the rows looked up
+                    var.scatter_sub(tf.IndexedSlices(grad.values * lr, grad.indices, grad.dense_shape))
+                else:
+                    var.assign_sub(grad * lr)
+            return loss  # read before the updates (tf.function keeps program order)
+
+        self._train_step = train_step
+
+    def _build_keras(self, w: harness.Weights) -> None:
+        p = self.params
+        if p.device == "cpu":
+            self.impl_used = "keras-loop"  # no cuDNN on a CPU: say which path really ran
+        lstm = keras.layers.LSTM(p.hidden, use_cudnn=True if p.device == "gpu" else "auto")
+        self._model = keras.Sequential([
+            keras.Input(shape=(p.seq_len,), batch_size=p.batch, dtype="int32"),
+            keras.layers.Embedding(p.vocab, p.embed),
+            lstm,
+            keras.layers.Dense(p.classes),
+        ])
+        emb, _, dense = (self._model.layers[i] for i in (0, 1, 2))
+        emb.set_weights([w.embedding])
+        lstm.set_weights([w.kernel, w.recurrent_kernel, w.bias])  # Keras' layout is the canonical one
+        dense.set_weights([w.dense_kernel, w.dense_bias])
+        self.variables = [v.value for v in self._model.trainable_variables]
+        self._forward = lambda tokens: self._model(tokens, training=True)
+
+    def _build_loop(self, w: harness.Weights) -> None:
+        names = ("embedding", "kernel", "recurrent_kernel", "bias", "dense_kernel", "dense_bias")
+        self._vars = {n: tf.Variable(getattr(w, n), name=n) for n in names}
+        self.variables = list(self._vars.values())
+        self._forward = self._loop_forward
+
+    def _loop_forward(self, tokens: tf.Tensor) -> tf.Tensor:
+        v = self._vars
+        x = tf.gather(v["embedding"], tokens)  # [B, T, E]
+        xk = tf.einsum("bte,eg->tbg", x, v["kernel"]) + v["bias"]  # all input projections at once, time-major
+        batch = tf.shape(tokens)[0]
+        zeros = tf.zeros([batch, self.params.hidden])
+
+        def cell(state: tuple[tf.Tensor, tf.Tensor], xk_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            h, c = state
+            i, f, g, o = tf.split(xk_t + tf.linalg.matmul(h, v["recurrent_kernel"]), 4, axis=1)
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            return tf.sigmoid(o) * tf.tanh(c), c
+
+        h_last, _ = tf.foldl(cell, xk, initializer=(zeros, zeros))
+        return tf.linalg.matmul(h_last, v["dense_kernel"]) + v["dense_bias"]
+
+    def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
+        with tf.device(self._device):
+            return tf.constant(tokens), tf.constant(labels)
+
+    def step(self, batch: Any) -> Any:
+        return self._train_step(*batch)
+
+    def sync(self) -> None:
+        # .numpy() of a value computed after everything queued blocks until the device has finished.
+        tf.reduce_sum(self.variables[-1]).numpy()
+
+    def loss_value(self, loss: Any) -> float:
+        return float(loss.numpy())
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(v.shape)) for v in self.variables)
+
+    def peak_memory_bytes(self) -> int | None:
+        if self.params.device != "gpu":
+            return None
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(harness.run(TensorFlowLSTM))
