@@ -198,21 +198,28 @@ def _python_mentions(cmd: list[str]) -> list[str]:
     return out
 
 
-def _conda_specs(cmd: list[str]) -> list[str] | None:
-    """Package specs of a `conda/mamba/micromamba install|create` command, None for any other command."""
+def _conda_specs(cmd: list[str]) -> tuple[list[str], list[str]] | None:
+    """(package specs, --file paths) of a `conda/mamba/micromamba install|create`, None for any other command."""
     cmd = _strip_prefix(cmd)
     if len(cmd) < 2 or posixpath.basename(cmd[0]) not in {"conda", "mamba", "micromamba"} or \
             cmd[1] not in {"install", "create"}:
         return None
-    specs, skip = [], False
-    for word in cmd[2:]:
-        if skip:
-            skip = False
-        elif word in {"-c", "--channel", "-n", "--name", "-p", "--prefix", "--file", "-f"}:
-            skip = True
+    specs: list[str] = []
+    files: list[str] = []
+    i = 2
+    while i < len(cmd):
+        word = cmd[i]
+        if word in {"-c", "--channel", "-n", "--name", "-p", "--prefix", "--file", "-f"}:
+            if word in {"--file", "-f"} and i + 1 < len(cmd):
+                files.append(cmd[i + 1])
+            i += 2
+            continue
+        if word.startswith("--file="):
+            files.append(word.partition("=")[2])
         elif not word.startswith("-"):
             specs.append(word)
-    return specs
+        i += 1
+    return specs, files
 
 
 def _env_pairs(body: str) -> dict[str, str]:
@@ -460,12 +467,8 @@ class _Scan:
             self.apt_python3 = self.apt_python3 or _apt_installs_python3(cmd)
             if (tokens := _pip_install_args(cmd)) is not None:
                 self.pip_install(ins.line, tokens)
-            elif (specs := _conda_specs(cmd)) is not None:
-                for spec in specs:
-                    if not re.fullmatch(r"[^=<>!~*,|\s]+==?[0-9][^<>!~*,|\s]*", spec):
-                        self.add(ins.line, WARNING, f"conda package {spec} is not pinned to a version")
-                if specs:
-                    self.add(ins.line, INFO, f"conda packages, not resolved by this check: {' '.join(specs)}")
+            elif (conda := _conda_specs(cmd)) is not None:
+                self.conda(ins.line, *conda)
 
     def pip_install(self, line: int, tokens: list[str]) -> None:
         idx = _Indexes(self.env.get("PIP_INDEX_URL"), self.env.get("PIP_EXTRA_INDEX_URL", "").split())
@@ -487,6 +490,27 @@ class _Scan:
                              "this RUN")
             elif opt in {"-e", "--editable"}:
                 self.add(line, WARNING, f"editable install {value}: not checked")
+
+    def conda(self, line: int, specs: list[str], files: list[str]) -> None:
+        """conda packages are not on PyPI: check they are pinned, note the Python they bring, do not resolve."""
+        entries = [(spec, self.df, line) for spec in specs]
+        for value in files:
+            target = posixpath.normpath(posixpath.join(self.workdir, value))
+            if target not in self.image_files:
+                self.add(line, ERROR, f"conda --file {value}: the file is not COPYed into the image before this RUN")
+                continue
+            path = self.image_files[target]
+            entries += [(text, _rel(self.root, path), no) for no, text in _requirement_lines(path)]
+            if path in self.req_files:  # a conda list named requirements*.txt is not pip's
+                self.req_files.remove(path)
+        for spec, where, no in entries:
+            if not re.fullmatch(r"[^=<>!~*,|\s]+==?[0-9][^<>!~*,|\s]*", spec):
+                self.out.findings.append(Finding(where, no, WARNING, f"conda package {spec} is not pinned to a "
+                                                 "version"))
+            if where != self.df and (m := re.fullmatch(r"python==?(\d+\.\d+)[.\d*]*", spec)):
+                self.pythons[m.group(1)].append(f"conda {where}")
+        if entries:
+            self.add(line, INFO, f"conda packages, not resolved by this check: {' '.join(e[0] for e in entries)}")
 
     def check_runtime(self, module: str) -> None:
         """ENTRYPOINT runs the workload module, USER is not root, the workload files are where -m finds them."""

@@ -177,6 +177,24 @@ def test_conda_packages_are_reported_not_resolved(tmp_path: Path) -> None:
         "images/myfw/Dockerfile:7: warning: conda package mkl>=2020 is not pinned to a version"]
 
 
+def test_conda_file_brings_its_python(tmp_path: Path) -> None:
+    df = GOOD.replace("nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04", "mambaorg/micromamba:1.5.10-bookworm-slim")
+    df = df.replace("RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip",
+                    "COPY images/myfw/conda-packages.txt /opt/conda.txt\nRUN micromamba install -y -n base -f "
+                    "/opt/conda.txt")
+    conda = "# conda-forge\npython=3.9.18\npygpu=0.7.6\nlibgpuarray\n"
+    root = make_repo(tmp_path, df, python=None, extra={"images/myfw/conda-packages.txt": conda})
+    lines = run_check(root)
+    assert errors(lines) == []
+    assert "images/myfw/conda-packages.txt:4: warning: conda package libgpuarray is not pinned to a version" in lines
+    assert "images/myfw/Dockerfile:1: warning: framework.yaml has no `python`; using 3.9 from conda " \
+           "images/myfw/conda-packages.txt" in lines
+    assert [p.python for p in check_image(root, discover(root / "images")["myfw"]).pins] == ["3.9"]
+    (root / "images/myfw/framework.yaml").write_text('python: "3.11"\n')
+    assert errors(run_check(root)) == ["images/myfw/Dockerfile:1: error: more than one Python: 3.11 (framework.yaml); "
+                                       "3.9 (conda images/myfw/conda-packages.txt)"]
+
+
 def test_variants_substitute_variant_and_tag_their_findings(tmp_path: Path) -> None:
     df = GOOD.replace("ARG BASE_IMAGE", "ARG VARIANT=a\nARG BASE_IMAGE").replace(
         "COPY images/myfw/requirements.txt", "COPY images/myfw/requirements-${VARIANT}.txt")
