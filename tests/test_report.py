@@ -181,3 +181,14 @@ def test_not_a_run_dir_is_an_input_error(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="not a run directory"):
         render(tmp_path)
+
+
+def test_a_run_without_cells_still_lists_the_2016_rows(tmp_path: Path) -> None:
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "results.jsonl").write_text("")
+    render(tmp_path)
+    table = md_section_table((tmp_path / "report.md").read_text(), "Milliseconds per batch")
+    base = load_baseline()
+    assert [r[0] for r in table[1:]] == [base.labels[name] for name in base.rows]
+    assert all("not run" in r[1:-1] and "no cell of" in r[-1] for r in table[1:])
+    assert list(pd.read_csv(tmp_path / "results.csv").columns)[:2] == ["run_id", "cell_id"]

@@ -13,8 +13,9 @@ from orchestrator.report import peaks
 from orchestrator.report.baseline import Baseline, BaselineCell, load_baseline, original_row_for
 from orchestrator.report.equivalence import Equivalence, Oracle
 from orchestrator.report.flops import flops_for_params, tflops_per_s
+from orchestrator.report.fmt import fmt_ms
 from orchestrator.report.load import LoadedRun, workload_times
-from orchestrator.report.stats import TimeStats, describe, overlaps
+from orchestrator.report.stats import CONFIDENCE, TimeStats, describe, overlaps
 from orchestrator.results import CellRecord, Status
 
 RowKey = tuple[str, str | None, str]  # framework, variant, impl
@@ -121,7 +122,8 @@ def analyze(run: LoadedRun, frameworks: dict[str, Framework] | None = None) -> A
     for (key, hidden), recs in pooled.items():
         groups[(key, hidden)] = _group(by_key[key], hidden, recs, run.manifest, baseline, oracle)
     matrix_hidden = [h for h in (run.manifest.get("matrix") or {}).get("hidden") or [] if isinstance(h, int)]
-    hidden = sorted(set(matrix_hidden) | {h for _, h in groups})
+    # With neither a matrix nor a record to say, show the 2016 sizes rather than a table without columns.
+    hidden = sorted(set(matrix_hidden) | {h for _, h in groups}) or sorted({h for _, h in baseline.cells})
     analysis = Analysis(run, baseline, rows, hidden, groups, _missing(rows, run, frameworks, baseline), [])
     analysis.warnings = _warnings(analysis)
     return analysis
@@ -158,7 +160,7 @@ def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, An
     params = next((r.workload["params"] for r in recs if r.workload and r.workload.get("params")), None)
     if params:
         g.flops = flops_for_params(params)
-        if stats:
+        if stats and stats.median > 0:
             g.tflops = tflops_per_s(g.flops, stats.median)
     first = recs[0]
     g.gpu = peaks.gpu_name(first.slot, first.device, manifest, first.workload)
@@ -167,9 +169,11 @@ def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, An
     return g
 
 
-def _matrix_frameworks(manifest: dict[str, Any]) -> set[str] | None:
-    """Framework names the run's matrix asked for; None for 'all' or an unknown manifest."""
+def _matrix_frameworks(manifest: dict[str, Any]) -> set[str] | str | None:
+    """Framework names the run's matrix asked for; "all"; or None when the manifest does not say."""
     fws = (manifest.get("matrix") or {}).get("frameworks")
+    if fws == "all":
+        return "all"
     if not isinstance(fws, list):
         return None
     return {f["name"] if isinstance(f, dict) else str(f).partition(":")[0] for f in fws}
@@ -189,12 +193,18 @@ def _missing(rows: list[Row], run: LoadedRun, frameworks: dict[str, Framework],
         ]
         if not candidates:
             why = "no framework in images/ continues this row"
-        elif asked is not None and not set(candidates) & asked:
+        elif asked is None:
+            why = f"no cell of {', '.join(candidates)} in this run (its manifest does not say what was asked)"
+        elif asked != "all" and not set(candidates) & set(asked):
             why = f"not in this run's matrix ({', '.join(f'images/{c}' for c in candidates)} continues it)"
         else:
             why = f"in the matrix ({', '.join(candidates)}) but no cell of it finished (interrupted run?)"
         out.append(Missing2016(name, baseline.labels[name], why))
     return out
+
+
+def _ci(s: TimeStats) -> str:
+    return f"{fmt_ms(s.median)} ms, 95% CI {fmt_ms(s.ci_low)}–{fmt_ms(s.ci_high)}"
 
 
 def _warnings(a: Analysis) -> list[str]:
@@ -204,14 +214,15 @@ def _warnings(a: Analysis) -> list[str]:
         for x, y in itertools.pairwise(ranked):
             if x.stats and y.stats and overlaps(x.stats, y.stats):
                 out.append(
-                    f"hidden-{h}: {x.row.label} ({x.stats.median:.1f} ms, 95% CI {x.stats.ci_low:.1f}-"
-                    f"{x.stats.ci_high:.1f}) and {y.row.label} ({y.stats.median:.1f} ms, 95% CI "
-                    f"{y.stats.ci_low:.1f}-{y.stats.ci_high:.1f}) overlap: this run cannot rank them"
+                    f"hidden-{h}: {x.row.label} ({_ci(x.stats)}) and {y.row.label} ({_ci(y.stats)}) overlap: "
+                    "this run cannot rank them"
                 )
+    few = [g for g in a.groups.values() if g.stats and g.stats.ci_coverage < CONFIDENCE]
+    if few:
+        cells = ", ".join(f"{g.row.label} hidden-{g.hidden} (n={g.stats.n})" for g in few if g.stats)
+        out.append(f"too few timed batches for a 95% interval of the median in {cells}: the interval shown is "
+                   "[min, max], with less than 95% confidence; use iters ≥ 6")
     for g in a.groups.values():
-        if g.stats and g.stats.ci_coverage < 0.95:
-            out.append(f"{g.row.label} hidden-{g.hidden}: only {g.stats.n} timed batches, so the median's interval "
-                       f"[min, max] covers it with {100 * g.stats.ci_coverage:.1f}% confidence, not 95%")
         if g.status is Status.OK and g.failures:
             words = ", ".join(f"repeat {r.repeat}: {r.status.word}" for r in g.failures)
             out.append(f"{g.row.label} hidden-{g.hidden}: pooled over the ok repeats only ({words})")

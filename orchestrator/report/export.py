@@ -11,6 +11,13 @@ from orchestrator.report.load import workload_times
 from orchestrator.report.stats import describe
 
 REPORT_SCHEMA_VERSION = 1
+COLUMNS = (
+    "run_id", "cell_id", "framework", "variant", "impl", "label", "original_row", "hidden", "repeat", "device", "gpu",
+    "status", "status_word", "reason", "exit_code", "duration_s", "n_times", "median_ms", "mean_ms", "ci_low_ms",
+    "ci_high_ms", "cv", "outliers", "min_ms", "max_ms", "flops_per_step", "tflops", "baseline_2016_ms",
+    "loss_initial", "loss_after_one_step", "equivalence", "equivalence_rel_dev", "param_count",
+    "param_count_expected", "peak_memory_bytes", "setup_s", "finished_at",
+)
 
 
 def results_frame(a: Analysis) -> pd.DataFrame:
@@ -32,7 +39,8 @@ def results_frame(a: Analysis) -> pd.DataFrame:
                 "ci_low_ms": s.ci_low if s else None, "ci_high_ms": s.ci_high if s else None,
                 "cv": s.cv if s else None, "outliers": s.outliers if s else None,
                 "min_ms": s.min if s else None, "max_ms": s.max if s else None,
-                "flops_per_step": g.flops, "tflops": g.flops / s.median / 1e9 if s and g.flops else None,
+                "flops_per_step": g.flops,
+                "tflops": g.flops / s.median / 1e9 if s and g.flops and s.median > 0 else None,
                 "baseline_2016_ms": g.baseline.ms if g.baseline else None,
                 "loss_initial": w.get("loss_initial"), "loss_after_one_step": w.get("loss_after_one_step"),
                 "equivalence": e.verdict if e else None, "equivalence_rel_dev": e.rel_dev if e else None,
@@ -41,7 +49,7 @@ def results_frame(a: Analysis) -> pd.DataFrame:
                 "finished_at": rec.finished_at,
             })
     order = {cid: i for i, cid in enumerate(r.cell_id for r in a.run.records)}
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
     if not frame.empty:
         frame = frame.sort_values("cell_id", key=lambda c: c.map(order)).reset_index(drop=True)
     return frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -12,6 +13,7 @@ from orchestrator.report.markdown import summary_line
 from orchestrator.report.tables import NOT_RUN, Table
 from orchestrator.results import Status
 
+_NUMERIC = re.compile(r"[0-9.,–×%†e+ -]+")
 _FAIL_WORDS = {s.word for s in Status if s is not Status.OK} | {s.value for s in Status if s is not Status.OK}
 
 
@@ -26,8 +28,7 @@ def _classify(table: str, column: int, text: str) -> str:
         return "notrun"
     if table in {"original", "detail"} and text in _FAIL_WORDS:
         return "fail"
-    stripped = text.rstrip("†×%").replace(".", "", 1).replace("–", "").strip()
-    return "num" if column > 0 and stripped.isdigit() else ""
+    return "num" if column > 0 and _NUMERIC.fullmatch(text) and any(c.isdigit() for c in text) else ""
 
 
 def data_uri(png: Path) -> str:

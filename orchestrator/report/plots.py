@@ -66,17 +66,19 @@ def time_plot(a: Analysis, path: Path) -> Path | None:
             for g in failed:
                 ax.plot([g.hidden], [failed_y], marker="X", color=color, markersize=9, transform=trans,
                         clip_on=False, linestyle="none", label=None if xs else row.label)
-                ax.annotate(g.word, (g.hidden, failed_y), xycoords=trans, xytext=(6, -3),
-                            textcoords="offset points", fontsize=8, color=color)
+                last = g.hidden == max(a.hidden)  # the right-most label goes left of its marker, inside the axes
+                ax.annotate(g.word, (g.hidden, failed_y), xycoords=trans, xytext=(-8 if last else 8, -3),
+                            textcoords="offset points", fontsize=8, color=color, ha="right" if last else "left")
             failed_y -= 0.05
     _log2_ticks(ax, a.hidden)
+    ax.set_xlim(min(a.hidden) / 1.25, max(a.hidden) * 1.25)
     if any_ok:
         ax.set_yscale("log")
     ax.set_xlabel("hidden size (= embedding size)")
     ax.set_ylabel("ms per batch (median, 95% CI)")
     ax.set_title("Time per training step (log-log); X = failed cell")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from orchestrator.report.analyze import Analysis, Group, Missing2016, Row
 from orchestrator.report.equivalence import TOLERANCE
+from orchestrator.report.fmt import fmt_ms, fmt_pct, fmt_x
 from orchestrator.report.stats import MODIFIED_Z_LIMIT
 
 NOT_RUN = "not run"
@@ -21,21 +22,6 @@ class Table:
     rows: list[list[str]]
     intro: str = ""
     notes: list[str] = field(default_factory=list)
-
-
-def fmt_ms(v: float | None) -> str:
-    """One decimal, as the 2016 table; two significant digits below 1 ms so tiny CPU cells do not read 0.0."""
-    if v is None:
-        return ""
-    return f"{v:.1f}" if v >= 0.95 else f"{v:.2g}"
-
-
-def fmt_x(v: float | None) -> str:
-    return f"{v:.2f}×" if v is not None else ""
-
-
-def fmt_pct(v: float | None) -> str:
-    return f"{v:.1f}%" if v is not None else ""
 
 
 def one_line(text: str | None, limit: int = REASON_CHARS) -> str:
@@ -163,6 +149,14 @@ def peak_table(a: Analysis) -> Table:
                  "Dense datasheet peaks (no 2:4 sparsity): fp32 on the CUDA cores, TF32 on the tensor cores.")
 
 
+def flat(value: Any, prefix: str = "") -> str:
+    """'a 1, b.c 2' for nested mappings: one readable line per manifest entry."""
+    if not isinstance(value, dict):
+        return f"{prefix} {value}".strip()
+    parts = [flat(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in value.items() if v not in (None, "", {}, [])]
+    return ", ".join(parts)
+
+
 def manifest_table(manifest: dict[str, Any]) -> Table:
     rows: list[list[str]] = []
 
@@ -177,14 +171,13 @@ def manifest_table(manifest: dict[str, Any]) -> Table:
     add("commit", f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}")
     add("tool version", manifest.get("tool_version"))
     add("command", " ".join(str(x) for x in manifest.get("command") or []))
-    host = manifest.get("host") or {}
-    add("host", ", ".join(f"{k} {v}" for k, v in host.items()))
-    runner = manifest.get("runner") or {}
-    add("runner", ", ".join(f"{k} {v}" for k, v in runner.items()))
+    add("host", flat(manifest.get("host") or {}))
+    add("runner", flat(manifest.get("runner") or {}))
     for g in manifest.get("gpus") or []:
-        add(f"GPU {g.get('index', '')}", ", ".join(f"{k} {v}" for k, v in g.items() if k != "index"))
+        if isinstance(g, dict):
+            add(f"GPU {g.get('index', '')}", flat({k: v for k, v in g.items() if k != "index"}))
     for key, env in (manifest.get("environments") or {}).items():
-        add(f"environment {key}", env if not isinstance(env, dict) else ", ".join(f"{k} {v}" for k, v in env.items()))
+        add(f"environment {key}", flat(env))
     matrix = manifest.get("matrix") or {}
     add("matrix", ", ".join(f"{k}={v}" for k, v in matrix.items() if k != "frameworks" and v is not None))
     return Table("manifest", "Where and how this ran", ["what", "value"], rows)
