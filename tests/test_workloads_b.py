@@ -1,0 +1,83 @@
+"""tensorflow, mxnet, theano and keras-theano workloads, run for real in their cached CPU environments.
+
+Every case is a subprocess `python -m workloads.<module>` with GPUs hidden (tests/workload_helpers.py), compared
+with the NumPy oracle: same loss before any update and after one SGD step (lr 0.5), same parameter count.
+Theano compiles C code on its first run (about a minute per framework with a cold ~/.theano cache).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.workload_helpers import assert_ok_and_equivalent, cell_params, framework, run_workload, venv_python
+
+slow = pytest.mark.slow
+
+# (framework, impl requested, impl the result must record on a CPU)
+CASES = [
+    # No cuDNN on a CPU: the Keras layer runs its generic loop and must say so rather than claim "fused".
+    pytest.param("tensorflow", "fused", "keras-loop", id="tensorflow-fused"),
+    pytest.param("tensorflow", "loop", "loop", id="tensorflow-loop"),
+    pytest.param("mxnet", "fused", "fused", id="mxnet-fused"),
+    pytest.param("mxnet", "loop", "loop", id="mxnet-loop"),
+    pytest.param("theano", "default", "scan", id="theano", marks=slow),
+    pytest.param("keras-theano", "default", "scan", id="keras-theano", marks=slow),
+]
+
+
+def _run(name: str, tmp_path: Path, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    python = venv_python(name)
+    params = cell_params(name, **overrides)
+    return run_workload(python, framework(name).workload_module, params, tmp_path), params
+
+
+@pytest.mark.parametrize(("name", "impl", "recorded"), CASES)
+def test_tiny_cell_matches_numpy_reference(name: str, impl: str, recorded: str, tmp_path: Path) -> None:
+    doc, params = _run(name, tmp_path, impl=impl)
+    assert_ok_and_equivalent(doc, params)
+    assert doc["impl"] == recorded
+    assert doc["device"] == {"kind": "cpu", "name": "cpu"}
+    assert doc["peak_memory_bytes"] is None  # none of these exposes a CPU peak; a number would be made up
+    if impl != "default":
+        assert impl in framework(name).meta.impls
+
+
+def test_the_default_impl_is_the_first_declared(tmp_path: Path) -> None:
+    # "default" (what a matrix without `impls` sends) must mean framework.yaml's first impl, here mxnet's fused.
+    doc, _ = _run("mxnet", tmp_path, impl="default")
+    assert framework("mxnet").meta.impls[0] == "fused" == doc["impl"]
+
+
+@slow
+def test_keras_theano_reports_keras_as_the_framework(tmp_path: Path) -> None:
+    doc, _ = _run("keras-theano", tmp_path)
+    assert doc["versions"]["framework"] == "2.3.1"
+    assert doc["versions"]["theano"] == "1.0.5"
+
+
+# On this machine no framework can use a GPU: each must say why at start-up, as "unsupported", not crash or
+# quietly run on the CPU (which is what Theano itself does when its GPU backend fails).
+GPU_REASONS = [
+    ("tensorflow", "sees no GPU"),
+    ("mxnet", "has no CUDA support"),  # the CPU wheel
+    ("theano", "needs pygpu/libgpuarray"),
+]
+
+
+@pytest.mark.parametrize(("name", "reason"), GPU_REASONS, ids=[n for n, _ in GPU_REASONS])
+def test_gpu_cell_without_a_usable_gpu_is_unsupported_with_the_reason(name: str, reason: str, tmp_path: Path) -> None:
+    doc, _ = _run(name, tmp_path, device="gpu")
+    assert doc["status"] == "unsupported", doc["_log"]
+    assert reason in doc["message"]
+    assert doc["loss_initial"] is None and doc["times_ms"] == []
+
+
+@pytest.mark.parametrize("name", ["tensorflow", "mxnet", "theano"])
+def test_unknown_impl_is_unsupported_naming_the_offered_ones(name: str, tmp_path: Path) -> None:
+    doc, _ = _run(name, tmp_path, impl="unrolled")
+    assert doc["status"] == "unsupported"
+    assert "'unrolled'" in doc["message"]
+    assert all(i in doc["message"] for i in framework(name).meta.impls)
