@@ -123,7 +123,7 @@ class Oracle:
                        for r in records if r.workload), (None, None))
         if not probed:
             failed = next((r for r in records if r.status is not Status.OK), None)
-            why = f"no probe losses ({failed.status.value} before the probe)" if failed else "no probe losses"
+            why = f"no probe losses: {failed.status.value} before the probe" if failed else "no probe losses"
             return Equivalence("n/a", why=why, param_count=counts[0], param_count_expected=counts[1])
         ref = self.reference(probed[0].workload["params"])  # type: ignore[index]
         if isinstance(ref, str):

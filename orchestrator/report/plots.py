@@ -14,8 +14,8 @@ from matplotlib.transforms import blended_transform_factory
 from orchestrator.report.analyze import Analysis, Group, Row
 
 DPI = 110
-SIZE = (8.5, 5.2)
-MARKERS = "osD^v<>phX*"
+SIZE = (10.0, 5.2)
+MARKERS = "osD^v<>ph*P"  # no "X": that marks failed cells
 
 
 def _ok_series(a: Analysis, row: Row, value: str) -> tuple[list[int], list[float], list[Group]]:
@@ -35,6 +35,11 @@ def _log2_ticks(ax: plt.Axes, hidden: list[int]) -> None:
     ax.set_xticks(hidden)
     ax.set_xticklabels([str(h) for h in hidden])
     ax.minorticks_off()
+
+
+def _legend(ax: plt.Axes) -> None:
+    # Outside the axes: with a dozen rows an inside legend would hide the lines it names.
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -63,9 +68,9 @@ def time_plot(a: Analysis, path: Path) -> Path | None:
         if failed:
             # A failed cell has no time: draw it on a band at the top, labelled with the 2016 table's word.
             trans = blended_transform_factory(ax.transData, ax.transAxes)
-            for g in failed:
+            for k, g in enumerate(failed):
                 ax.plot([g.hidden], [failed_y], marker="X", color=color, markersize=9, transform=trans,
-                        clip_on=False, linestyle="none", label=None if xs else row.label)
+                        clip_on=False, linestyle="none", label=row.label if not xs and k == 0 else None)
                 last = g.hidden == max(a.hidden)  # the right-most label goes left of its marker, inside the axes
                 ax.annotate(g.word, (g.hidden, failed_y), xycoords=trans, xytext=(-8 if last else 8, -3),
                             textcoords="offset points", fontsize=8, color=color, ha="right" if last else "left")
@@ -78,7 +83,7 @@ def time_plot(a: Analysis, path: Path) -> Path | None:
     ax.set_ylabel("ms per batch (median, 95% CI)")
     ax.set_title("Time per training step (log-log); X = failed cell")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -98,7 +103,7 @@ def speedup_plot(a: Analysis, path: Path) -> Path | None:
     ax.set_ylabel("speed-up (2016 ms / our ms)")
     ax.set_title("Speed-up over the 2016 GTX 980 numbers (above 1: faster now)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -119,7 +124,7 @@ def peak_plot(a: Analysis, path: Path) -> Path | None:
     ax.set_ylabel("% of datasheet peak")
     ax.set_title("Achieved TFLOP/s as % of the GPU's dense peak")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _save(fig, path)
 
 
