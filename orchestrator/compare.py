@@ -128,7 +128,7 @@ def _notes(a: LoadedRun, b: LoadedRun) -> list[str]:
     ma, mb = a.manifest.get("matrix") or {}, b.manifest.get("matrix") or {}
     for k in _SAME_KEYS:
         if k in ma and k in mb and ma[k] != mb[k]:
-            notes.append(f"the runs differ in {k}: {ma[k]} (A) vs {mb[k]} (B); their cells measure different work")
+            notes.append(f"the runs differ in {k}: {ma[k]} (A) vs {mb[k]} (B); compare with care")
     ga = sorted({str(g.get("name")) for g in a.manifest.get("gpus") or [] if isinstance(g, dict)})
     gb = sorted({str(g.get("name")) for g in b.manifest.get("gpus") or [] if isinstance(g, dict)})
     if ga != gb:
