@@ -18,7 +18,15 @@ from orchestrator.frameworks import Framework
 from orchestrator.images import BuildFailed, ensure_image
 from orchestrator.matrix import memory_bytes
 from orchestrator.plan import Cell
-from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, LogTail, Outcome, read_result
+from orchestrator.runners.base import (
+    LOG_TAIL_LINES,
+    PARAMS_FILE,
+    RESULT_FILE,
+    Environment,
+    LogTail,
+    Outcome,
+    read_result,
+)
 
 CONTAINER_RESULTS = "/results"
 MANAGED = f"{LABEL_PREFIX}.managed"
@@ -215,8 +223,6 @@ class DockerRunner:
             if self._aborted.is_set():
                 raise InterruptedError("aborted")
             container.start()
-            follower = threading.Thread(target=_follow_logs, args=(container, tail), daemon=True)
-            follower.start()
             try:
                 exit_code = int(container.wait(timeout=timeout_s)["StatusCode"])
             except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
@@ -225,7 +231,7 @@ class DockerRunner:
                     container.kill()
                 with contextlib.suppress(Exception):
                     exit_code = int(container.wait(timeout=30)["StatusCode"])
-            follower.join(timeout=5)
+            _read_tail(container, tail)
             container.reload()
             oom_killed = bool(container.attrs["State"].get("OOMKilled")) and not timed_out
         except InterruptedError:
@@ -260,7 +266,13 @@ class DockerRunner:
                 container.kill()
 
 
-def _follow_logs(container: Any, tail: LogTail) -> None:
+def _read_tail(container: Any, tail: LogTail) -> None:
+    """The last lines of a stopped container's output.
+
+    Read once it has stopped rather than followed live: with json-file rotation a follow stream ends early
+    under a flood of output, and its "tail" is then the middle of the log. Streamed, so one enormous line
+    costs no more memory than LogTail keeps.
+    """
     with contextlib.suppress(Exception):
-        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+        for chunk in container.logs(stream=True, follow=False, stdout=True, stderr=True, tail=LOG_TAIL_LINES):
             tail.feed(chunk)
