@@ -117,10 +117,17 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise InputError(f"--hidden {args.hidden!r}: expected integers separated by commas") from None
     if args.only:
-        names = _csv(args.only)
-        for name in names:
-            check_name(name.partition(":")[0])
-        overrides["frameworks"] = names
+        # "keras:jax,keras:torch" is one framework with two variants; a bare "keras" means all of its variants.
+        chosen: dict[str, list[str] | None] = {}
+        for item in _csv(args.only):
+            name, _, variant = item.partition(":")
+            check_name(name)
+            so_far = chosen.get(name, [])
+            if not variant or so_far is None:
+                chosen[name] = None
+            elif variant not in so_far:
+                chosen[name] = [*so_far, variant]
+        overrides["frameworks"] = [{"name": n, **({"variants": v} if v else {})} for n, v in chosen.items()]
     if args.device:
         overrides["device"] = args.device
     if args.gpus:

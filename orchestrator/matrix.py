@@ -56,6 +56,14 @@ class FrameworkEntry(BaseModel):
     name: str = Field(pattern=NAME_RE.pattern)
     variants: tuple[str, ...] | None = None
 
+    @field_validator("variants")
+    @classmethod
+    def _some_unique_variants(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # An empty list would silently drop the framework; a repeated variant would run the same cell twice.
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("expected at least one variant, each listed once")
+        return value
+
     @classmethod
     def parse(cls, value: Any) -> Any:
         # "keras" or "keras:jax" is shorthand for {name: keras, variants: [jax]}.
@@ -107,7 +115,7 @@ class Matrix(BaseModel):
             raise ValueError("expected a size like 512m or 16g")
         return value.lower()
 
-    @field_validator("hidden", "gpus")
+    @field_validator("hidden", "gpus", "impls")
     @classmethod
     def _non_empty_unique(cls, value: Any) -> Any:
         if isinstance(value, tuple):
