@@ -20,7 +20,7 @@ from orchestrator.errors import InputError
 from orchestrator.frameworks import NAME_RE, discover
 from orchestrator.matrix import MAX_MATRIX_BYTES, Matrix, parse_matrix
 from orchestrator.plan import expand
-from tests.conftest import ROOT, run_cli
+from tests.conftest import FIXTURES, ROOT, copy_project, run_cli
 
 SOURCE = "fuzz dir/m.yaml"  # a space too: the name must come out as given
 FIELDS = list(Matrix.model_fields)
@@ -159,6 +159,9 @@ def test_a_good_document_survives_the_property() -> None:
         ("frameworks: [numpy-reference]\nmemory: -5g\n", "key 'memory'"),
         ("frameworks: [numpy-reference]\nhidden: [16, 16]\n", "values must be unique"),
         ("frameworks: [a, b, a]\n", "framework listed twice: a"),
+        ("frameworks: [{name: chaos, variants: []}]\n", "key 'frameworks.0.variants'"),
+        ("frameworks: [{name: chaos, variants: [ok, ok]}]\n", "each listed once"),
+        ("frameworks: [chaos]\nimpls: [loop, loop]\n", "key 'impls': Value error, values must be unique"),
         ("frameworks: ['chaos:ok', 'chaos:crash']\n", "framework listed twice: chaos"),
         # Keys echoed in the message keep it one line even when they hold control characters.
         ('frameworks: [numpy-reference]\n"bell\\x07": 1\n', "key 'bell\\x07'"),
@@ -233,3 +236,15 @@ def test_cli_bad_matrix_exits_2_with_one_line(content: bytes | None, tmp_path: P
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_only_merges_variants_of_one_framework(tmp_path: Path) -> None:
+    """`--only chaos:ok,chaos:crash` is one framework with two variants, each cell once; a bare name means all."""
+    project = copy_project(tmp_path / "project", {"chaos": FIXTURES / "chaos"})
+    (project / "m.yaml").write_text("frameworks: [numpy-reference]\ndevice: cpu\nhidden: [16]\n")
+    proc = run_cli(["m.yaml", "--only", "chaos:ok,chaos:crash,chaos:ok", "--dry-run"], cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["chaos:ok hidden=16", "chaos:crash hidden=16"]
+    every = run_cli(["m.yaml", "--only", "chaos:ok,chaos", "--dry-run"], cwd=project)
+    assert every.returncode == 0, every.stderr
+    assert len(every.stdout.splitlines()) == len(discover(FIXTURES)["chaos"].meta.variants)
