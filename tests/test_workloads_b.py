@@ -1,8 +1,9 @@
-"""tensorflow, mxnet, theano and keras-theano workloads, run for real in their cached CPU environments.
+"""tensorflow, mxnet, theano, keras-theano and pytensor workloads, run for real in their cached CPU environments.
 
 Every case is a subprocess `python -m workloads.<module>` with GPUs hidden (tests/workload_helpers.py), compared
 with the NumPy oracle: same loss before any update and after one SGD step (lr 0.5), same parameter count.
-Theano compiles C code on its first run (about a minute per framework with a cold ~/.theano cache).
+Theano and PyTensor's C/numba back-ends compile on their first run (up to about a minute and a half per case with
+cold caches): those cases are marked slow.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ CASES = [
     pytest.param("mxnet", "loop", "loop", id="mxnet-loop"),
     pytest.param("theano", "default", "scan", id="theano", marks=slow),
     pytest.param("keras-theano", "default", "scan", id="keras-theano", marks=slow),
+    # Theano's successor on the same graph: JAX (its GPU route), numba (its default) and Theano's C back-end.
+    pytest.param("pytensor", "jax", "jax", id="pytensor-jax"),
+    pytest.param("pytensor", "numba", "numba", id="pytensor-numba", marks=slow),
+    pytest.param("pytensor", "c", "c", id="pytensor-c", marks=slow),
 ]
 
 
@@ -64,6 +69,7 @@ GPU_REASONS = [
     ("tensorflow", "sees no GPU"),
     ("mxnet", "has no CUDA support"),  # the CPU wheel
     ("theano", "needs pygpu/libgpuarray"),
+    ("pytensor", "has no gpu here"),  # impl jax, the default; JAX's CPU-only build
 ]
 
 
@@ -75,7 +81,13 @@ def test_gpu_cell_without_a_usable_gpu_is_unsupported_with_the_reason(name: str,
     assert doc["loss_initial"] is None and doc["times_ms"] == []
 
 
-@pytest.mark.parametrize("name", ["tensorflow", "mxnet", "theano"])
+def test_pytensor_cpu_back_end_refuses_a_gpu_cell(tmp_path: Path) -> None:
+    doc, _ = _run("pytensor", tmp_path, device="gpu", impl="numba")
+    assert doc["status"] == "unsupported"
+    assert "runs on the CPU only" in doc["message"]
+
+
+@pytest.mark.parametrize("name", ["tensorflow", "mxnet", "theano", "pytensor"])
 def test_unknown_impl_is_unsupported_naming_the_offered_ones(name: str, tmp_path: Path) -> None:
     doc, _ = _run(name, tmp_path, impl="unrolled")
     assert doc["status"] == "unsupported"

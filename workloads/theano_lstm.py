@@ -32,7 +32,8 @@ class ScanOps:
     function: Any
     grad: Any
     sigmoid: Any
-    log_softmax: Any
+    log_softmax: Any  # row-wise, over the last axis
+    static_shapes: bool = False  # PyTensor's JAX back-end needs batch and sequence length fixed in the graph
 
 
 def build_train_function(ops: ScanOps, w: harness.Weights, p: harness.Params, mode: Any = None) -> tuple[Any, dict]:
@@ -40,8 +41,13 @@ def build_train_function(ops: ScanOps, w: harness.Weights, p: harness.Params, mo
     tt, h_dim = ops.tensor, p.hidden
     params = {n: ops.shared(getattr(w, n), name=n) for n in PARAM_NAMES}
     emb, kernel, rec, bias = (params[n] for n in PARAM_NAMES[:4])
-    tokens, labels = tt.imatrix("tokens"), tt.ivector("labels")
-    batch, steps = tokens.shape[0], tokens.shape[1]
+    if ops.static_shapes:
+        tokens = tt.tensor("tokens", dtype="int32", shape=(p.batch, p.seq_len))
+        labels = tt.tensor("labels", dtype="int32", shape=(p.batch,))
+        batch, steps = p.batch, p.seq_len
+    else:
+        tokens, labels = tt.imatrix("tokens"), tt.ivector("labels")
+        batch, steps = tokens.shape[0], tokens.shape[1]
 
     idx = tokens.T.flatten()  # time-major ids, so the projection reshapes straight to [T, B, 4H]
     rows = emb[idx]  # the looked-up rows; their gradient drives a sparse embedding update
