@@ -245,6 +245,11 @@ def cmd_run(argv: list[str], console: Console) -> int:
         manifest["state"] = "interrupted" if summary.interrupted else "complete"
         manifest["finished_at"] = now_iso()
         store.write_manifest(manifest)
+    except OSError as exc:  # e.g. the disk filled up mid-run: say so in one line; every finished cell is on disk
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise OrchestrationError(
+            f"{exc.strerror or exc}{where}; the finished cells are kept: fix this and finish with --resume --out {out}"
+        ) from None
     finally:
         store.close()
 
