@@ -269,6 +269,46 @@ def test_unusable_out_fails_before_any_cell(
     assert not (out / "results.jsonl").exists()
 
 
+def fill_up(directory: Path) -> None:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * (1 << 20)):
+            pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_disk_filling_up_mid_run_is_one_line_and_loses_nothing(
+    docker_client: Any, base_image: str, project: Path, tmp_path: Path, mount_point: Any
+) -> None:
+    disk = mount_point("size=24m")  # just above the room a run asks for at the start
+    out = disk / "run"
+    proc = start_cli(run_args(out), project, tmp_path / "logs")
+    wait_for_running(docker_client, SLOW_CELLS[0], proc)
+    before = record_texts(out)
+    assert sorted(before) == sorted(OK_CELLS)
+    fill_up(disk)
+    assert proc.wait(timeout=120) == 1, stderr_of(tmp_path / "logs")
+    line = one_line(stderr_of(tmp_path / "logs"))
+    assert line.startswith("error: No space left on device") and f"--resume --out {out}" in line, line
+    assert session_containers(docker_client) == []
+
+    # Nothing finished is lost or torn: every file parses, the finished records are byte for byte the same.
+    after = record_texts(out)
+    assert {cid: after[cid] for cid in before} == before
+    stored = {json.loads(text)["cell_id"] for text in after.values()}
+    listed = {json.loads(line)["cell_id"] for line in (out / "results.jsonl").read_text().splitlines()}
+    assert listed <= stored
+    (disk / "filler").unlink()
+    resumed = run_cli(run_args(out, "--resume"), cwd=project)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    records = assert_nothing_corrupt(out)
+    assert sorted(records) == sorted(OK_CELLS + SLOW_CELLS)
+    assert {cid: record_texts(out)[cid] for cid in before} == before
+
+
 # ---------------------------------------------------------------------------------------------- 7: hanging build
 
 
