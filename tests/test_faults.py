@@ -164,6 +164,50 @@ def test_sigint_stops_cells_keeps_finished_ones_and_resume_finishes(
     assert manifest["state"] == "complete" and len(manifest["resumed_at"]) == 1
 
 
+def test_sigterm_stops_the_run_like_ctrl_c(docker_client: Any, base_image: str, project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = start_cli(run_args(out, "--only", "chaos:slow", "--hidden", "16,24"), project, tmp_path / "logs")
+    wait_for_running(docker_client, SLOW_CELLS[0], proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, stderr_of(tmp_path / "logs")
+    assert session_containers(docker_client) == []
+    assert record_texts(out) == {}
+    assert json.loads((out / "manifest.json").read_text())["state"] == "interrupted"
+
+
+def build_containers(client: Any, token: str) -> list[Any]:
+    """The legacy builder's step containers whose command holds `token` (no labels of ours on them)."""
+    containers = client.containers.list(all=True, ignore_removed=True)
+    return [c for c in containers if token in " ".join(c.attrs["Config"]["Cmd"] or [])]
+
+
+def hanging_framework(project: Path) -> str:
+    token = uuid.uuid4().hex[:12]
+    (project / "images" / "hang").mkdir()
+    (project / "images" / "hang" / "Dockerfile").write_text(
+        f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nRUN echo hang-{token} && sleep 600\n"
+    )
+    return token
+
+
+def test_ctrl_c_during_a_build_stops_it(docker_client: Any, base_image: str, project: Path, tmp_path: Path) -> None:
+    token = hanging_framework(project)
+    out = tmp_path / "run"
+    proc = start_cli(run_args(out, "--only", "hang,chaos:ok", "--hidden", "16"), project, tmp_path / "logs")
+    deadline = time.monotonic() + 120
+    while not build_containers(docker_client, token):
+        assert proc.poll() is None and time.monotonic() < deadline, stderr_of(tmp_path / "logs")
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130, stderr_of(tmp_path / "logs")
+    assert record_texts(out) == {}
+    assert json.loads((out / "manifest.json").read_text())["state"] == "interrupted"
+    deadline = time.monotonic() + 30
+    while build_containers(docker_client, token) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert build_containers(docker_client, token) == []  # the engine cancelled the abandoned build
+
+
 # ---------------------------------------------------------------------------------------------- 4: SIGKILL
 
 
@@ -315,11 +359,7 @@ def test_disk_filling_up_mid_run_is_one_line_and_loses_nothing(
 def test_hanging_build_times_out_and_the_run_goes_on(
     docker_client: Any, base_image: str, project: Path, tmp_path: Path
 ) -> None:
-    token = uuid.uuid4().hex[:12]
-    (project / "images" / "hang").mkdir()
-    (project / "images" / "hang" / "Dockerfile").write_text(
-        f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nRUN echo hang-{token} && sleep 600\n"
-    )
+    token = hanging_framework(project)
     out = tmp_path / "run"
     started = time.monotonic()
     proc = run_cli(run_args(out, "--only", "hang,chaos:ok", "--hidden", "16", "--set", "build_timeout_s=5"), project)
@@ -333,12 +373,9 @@ def test_hanging_build_times_out_and_the_run_goes_on(
 
     # The engine dropped the abandoned build step, rather than leaving it asleep for ten minutes.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        busy = [c for c in docker_client.containers.list(all=True) if token in " ".join(c.attrs["Config"]["Cmd"] or [])]
-        if not busy:
-            break
+    while build_containers(docker_client, token) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not busy, [c.short_id for c in busy]
+    assert build_containers(docker_client, token) == []
 
 
 # ---------------------------------------------------------------------------------------------- 8: flood
