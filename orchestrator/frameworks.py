@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,8 +33,9 @@ class FrameworkMeta(BaseModel):
 
     label: str | None = None
     workload: str | None = Field(default=None, pattern=WORKLOAD_RE.pattern)
-    variants: tuple[str, ...] = ()
-    impls: tuple[str, ...] = ()
+    # Both end up in image tags, cell ids and so directory names: the same boring alphabet as framework names.
+    variants: tuple[Annotated[str, Field(pattern=NAME_RE.pattern)], ...] = ()
+    impls: tuple[Annotated[str, Field(pattern=NAME_RE.pattern)], ...] = ()
     python: str | None = None
     original_row: str | None = None
     note: str | None = None
