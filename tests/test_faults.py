@@ -447,6 +447,21 @@ def test_hostile_names_in_the_matrix_exit_2_one_line(name: str, project: Path, t
     assert not out.exists()
 
 
+@pytest.mark.parametrize("key", ["variants", "impls"])
+def test_hostile_variant_in_a_framework_yaml_cannot_escape_the_run_dir(key: str, project: Path, tmp_path: Path) -> None:
+    # Variants and impls become cell ids, i.e. directory names under RUN/cells/: "../.." would write elsewhere.
+    (project / "images" / "evil").mkdir()
+    (project / "images" / "evil" / "Dockerfile").write_text("FROM scratch\n")
+    (project / "images" / "evil" / "framework.yaml").write_text(f'{key}: ["../../../../escaped"]\n')
+    (project / "evil.yaml").write_text("frameworks: [evil]\ndevice: cpu\nhidden: [16]\n")
+    out = tmp_path / "a" / "b" / "run"
+    proc = run_cli(["evil.yaml", "--runner", "local", "--out", str(out)], cwd=project)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_line(proc.stderr)
+    assert "framework.yaml" in line and f"'{key}.0'" in line
+    assert not (tmp_path / "a").exists()
+
+
 def test_markup_in_an_error_message_is_escaped_in_the_html_report(
     base_image: str, project: Path, tmp_path: Path
 ) -> None:
