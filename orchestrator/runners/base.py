@@ -15,6 +15,7 @@ LOG_TAIL_LINES = 60
 LOG_TAIL_CHARS = 8000
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
+MAX_RESULT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,11 @@ class LogTail:
 
 
 def read_result(cell_dir: Path) -> str | None:
+    """The workload's result file, at most MAX_RESULT_BYTES of it (a larger one cannot be valid; it fails to parse)."""
     path = cell_dir / RESULT_FILE
     try:
-        return path.read_text(errors="replace")[: 64 << 20]
+        with path.open("rb") as f:
+            # Never the whole file: a runaway workload can write gigabytes into its results directory.
+            return f.read(MAX_RESULT_BYTES).decode(errors="replace")
     except FileNotFoundError:
         return None
