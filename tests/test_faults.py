@@ -390,14 +390,8 @@ sys.exit(rc)
 FLOOD_BYTES = 200_000 * 1001  # tests/fixtures/chaos/workload.py, variant floodfail
 
 
-@pytest.mark.parametrize("runner", ["docker", "local"])
-def test_flooding_workload_costs_bounded_memory_and_keeps_its_last_words(
-    runner: str, request: pytest.FixtureRequest, project: Path, tmp_path: Path
-) -> None:
-    if runner == "docker":
-        request.getfixturevalue("base_image")
-    out = tmp_path / "run"
-    args = run_args(out, "--only", "chaos:floodfail", "--hidden", "16", "--runner", runner)
+def cli_with_peak_rss(project: Path, args: list[str]) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run the CLI under a fresh parent; the peak RSS (bytes) of it and of the processes it waited for."""
     env = {**os.environ, "PYTHONPATH": str(project)}
     proc = subprocess.run(
         [sys.executable, "-c", MAX_RSS, sys.executable, "-m", "orchestrator", *args],
@@ -408,14 +402,39 @@ def test_flooding_workload_costs_bounded_memory_and_keeps_its_last_words(
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    peak_bytes = int(proc.stdout.strip().splitlines()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    return proc, int(proc.stdout.strip().splitlines()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+
+
+@pytest.mark.parametrize("runner", ["docker", "local"])
+def test_flooding_workload_costs_bounded_memory_and_keeps_its_last_words(
+    runner: str, request: pytest.FixtureRequest, project: Path, tmp_path: Path
+) -> None:
+    if runner == "docker":
+        request.getfixturevalue("base_image")
+    out = tmp_path / "run"
+    args = run_args(out, "--only", "chaos:floodfail", "--hidden", "16", "--runner", runner)
+    _, peak = cli_with_peak_rss(project, args)
     # The orchestrator (and, with the local runner, the workload it waits for) never held the flood.
-    assert peak_bytes < FLOOD_BYTES / 2, f"peak RSS {peak_bytes >> 20} MiB for a {FLOOD_BYTES >> 20} MB flood"
+    assert peak < FLOOD_BYTES / 2, f"peak RSS {peak >> 20} MiB for a {FLOOD_BYTES >> 20} MB flood"
     cell = assert_nothing_corrupt(out)["chaos-floodfail-h16-r0"]
     assert cell["status"] == "crashed" and cell["exit_code"] == 5
     assert "chaos: flooded both streams, now crashing" in cell["log_tail"]
     assert "chaos: flooded both streams, now crashing" in cell["reason"]
     assert len(cell["log_tail"]) <= 4000
+
+
+@pytest.mark.parametrize("runner", ["docker", "local"])
+def test_huge_result_file_is_not_read_whole(
+    runner: str, request: pytest.FixtureRequest, project: Path, tmp_path: Path
+) -> None:
+    if runner == "docker":
+        request.getfixturevalue("base_image")
+    out = tmp_path / "run"
+    args = run_args(out, "--only", "chaos:bigresult", "--hidden", "16", "--runner", runner)
+    _, peak = cli_with_peak_rss(project, args)
+    assert peak < 512 << 20, f"peak RSS {peak >> 20} MiB for a 2 GiB result file"
+    cell = assert_nothing_corrupt(out)["chaos-bigresult-h16-r0"]
+    assert cell["status"] == "invalid-output" and cell["reason"].startswith("result JSON")
 
 
 # ---------------------------------------------------------------------------------------------- 10: hostile input
