@@ -75,7 +75,8 @@ def record_for(
         mean_ms=stats.get("mean") if status is Status.OK else None,
         log_tail=outcome.log_tail[-4000:] if outcome and status is not Status.OK else None,
         workload=workload,
-        started_at=started_at,
+        # A runner that queues cells (Ray) knows when the cell really started; the hand-over time otherwise.
+        started_at=(outcome.started_at if outcome and outcome.started_at else started_at),
         finished_at=now_iso(),
     )
 

@@ -42,6 +42,7 @@ class Outcome:
     error: str | None = None  # the runner could not start or follow the cell
     memory_limited: bool = False  # a memory limit applied, so a bare SIGKILL most likely is the limit
     placement: str | None = None  # where the cell ran, when the runner chose it (Ray: node and GPU)
+    started_at: str | None = None  # when the cell really started, when that is not when it was handed over
 
 
 class Runner(Protocol):
