@@ -1,0 +1,165 @@
+"""The Ray runner on a real local cluster (ray.cluster_utils): several raylets on this machine, each declaring one
+CPU slot, running real containers through the machine's Docker engine; a node killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'ray[default]' (extra lstm-bench[ray])")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE  # noqa: E402
+from tests.conftest import BUILD_ARG, FIXTURES, copy_project, run_cli  # noqa: E402
+from tests.test_scheduler import assert_one_cell_per_slot, intervals, load_records  # noqa: E402
+
+pytestmark = pytest.mark.docker
+STORE_MB = 80 << 20  # the object store holds only small results: keep each raylet's share small
+# Each cell sleeps iters x 0.5 s in its container, plus ~1.5 s of container start-up on this machine.
+CELLS = ["--only", "chaos:slow", "--device", "cpu", "--runner", "ray", "--build-arg", BUILD_ARG, "--no-report", "-q",
+         "--set", "batch=4", "--set", "seq_len=8", "--set", "vocab=100", "--set", "warmup=1"]
+SESSION = {"label": f"lstm-bench.session={os.environ['LSTM_BENCH_SESSION']}"}
+
+
+def add_worker(cluster: Cluster) -> Any:
+    node = cluster.add_node(num_cpus=1, resources={SLOT_RESOURCE: 1}, object_store_memory=STORE_MB)
+    cluster.wait_for_nodes()
+    return node
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_client: Any, base_image: str) -> Iterator[Cluster]:
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                      "object_store_memory": STORE_MB})
+    try:
+        for _ in range(2):
+            add_worker(c)
+        yield c
+    finally:
+        c.shutdown()
+
+
+def workers(cluster: Cluster) -> dict[str, Any]:
+    """Live worker nodes (those with slots) by node id; the head has no slot and runs no cell."""
+    return {n.node_id: n for n in cluster.list_all_nodes() if n is not cluster.head_node}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("ray") / "project", {"chaos": FIXTURES / "chaos"})
+
+
+def cli(project: Path, cluster: Cluster, out: Path, *extra: str) -> list[str]:
+    return ["matrix.yaml", *CELLS, "--ray-address", cluster.address, "--out", str(out), *extra]
+
+
+def start(project: Path, args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate: Any, proc: subprocess.Popen[str], what: str, limit_s: float = 150) -> Any:
+    deadline = time.monotonic() + limit_s
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.communicate()[1][-3000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def running_cells(docker_client: Any) -> dict[str, str]:
+    """cell id -> Ray node id, for this session's running containers."""
+    out = {}
+    for c in docker_client.containers.list(filters=SESSION):
+        with_node = c.labels.get(NODE_LABEL)
+        if with_node:
+            out[c.labels["lstm-bench.cell"]] = with_node
+    return out
+
+
+def test_cells_spread_over_nodes_one_per_slot(cluster: Cluster, project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "spread"
+    proc = run_cli(cli(project, cluster, out, "--hidden", "16,17,18,19", "--set", "iters=2"), cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    records = load_records(out)
+    assert [r.status.value for r in records] == ["ok"] * 4
+    nodes = {r.slot.rsplit("/", 1)[1] for r in records if r.slot}
+    assert nodes == {node_id[:8] for node_id in workers(cluster)}, [r.slot for r in records]
+    assert_one_cell_per_slot(records)  # one slot per node here, so one cell per node at a time
+    iv = intervals(records)
+    assert any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in iv for b in iv), "nodes never ran together"
+    image = records[0].image or {}
+    assert image["strategy"] == "build-on-node" and image["tag"].startswith("lstm-bench/chaos-slow:")
+
+
+def test_a_gpu_run_on_a_cluster_without_gpus_is_refused(cluster: Cluster, project: Path, tmp_path: Path) -> None:
+    args = cli(project, cluster, tmp_path / "gpu", "--hidden", "16")
+    args[args.index("cpu")] = "gpu"
+    proc = run_cli(args, cwd=project)
+    assert proc.returncode == 1, proc.stderr
+    assert "offers 'GPU'" in proc.stderr
+    assert not (tmp_path / "gpu").exists()
+
+
+@pytest.mark.parametrize("retries", [2, 0])
+def test_a_lost_node_costs_only_its_cell(cluster: Cluster, project: Path, docker_client: Any, tmp_path: Path,
+                                         retries: int) -> None:
+    out = tmp_path / f"lost-{retries}"
+    proc = start(project, cli(project, cluster, out, "--hidden", "16,17,18,19,20", "--set", "iters=4",
+                              "--ray-retries", str(retries)))
+    try:
+        # Let two cells finish first: they must survive the node loss untouched.
+        wait_for(lambda: len(list((out / "cells").glob("*/record.json"))) >= 2, proc, "two finished cells")
+        before = {p.parent.name: p.read_text() for p in (out / "cells").glob("*/record.json")}
+        victim_cell, victim_node = next(iter(wait_for(lambda: running_cells(docker_client), proc,
+                                                      "a running cell").items()))
+        cluster.remove_node(workers(cluster)[victim_node], allow_graceful=False)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        add_worker(cluster)  # the next test finds two workers again
+    assert proc.returncode == 0, err
+    records = {r.cell_id: r for r in load_records(out)}
+    assert len(records) == 5, sorted(records)
+    for cell_id, text in before.items():  # nothing finished is lost or rewritten
+        assert (out / "cells" / cell_id / "record.json").read_text() == text
+    lost = records[victim_cell]
+    if retries:
+        assert lost.status.value == "ok", lost.reason
+        assert lost.slot and victim_node[:8] not in lost.slot, "the retry ran on the node that was removed"
+    else:
+        assert lost.status.value == "crashed"
+        assert "lost its Ray worker or node 1 time(s)" in (lost.reason or ""), lost.reason
+    others = [r for cid, r in records.items() if cid != victim_cell]
+    assert all(r.status.value == "ok" for r in others), [(r.cell_id, r.reason) for r in others]
+    assert docker_client.containers.list(all=True, filters=SESSION) == []
+
+
+def test_ctrl_c_cancels_the_tasks_and_their_containers(cluster: Cluster, project: Path, docker_client: Any,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    proc = start(project, cli(project, cluster, out, "--hidden", "16,17,18", "--set", "iters=10"))
+    try:
+        wait_for(lambda: len(running_cells(docker_client)) >= 2, proc, "two running cells")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert docker_client.containers.list(all=True, filters=SESSION) == []
+    # Both cells in flight were cancelled by us: not results, so no records (--resume runs them again).
+    assert not (out / "results.jsonl").exists() or load_records(out) == []
