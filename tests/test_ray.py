@@ -4,7 +4,9 @@ CPU slot, running real containers through the machine's Docker engine; a node ki
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'ray[default]' (extra lstm-bench[ray])")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE  # noqa: E402
+from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE, pull_on_node  # noqa: E402
 from tests.conftest import BUILD_ARG, FIXTURES, copy_project, run_cli  # noqa: E402
 from tests.test_scheduler import assert_one_cell_per_slot, intervals, load_records  # noqa: E402
 
@@ -163,3 +166,52 @@ def test_ctrl_c_cancels_the_tasks_and_their_containers(cluster: Cluster, project
     assert docker_client.containers.list(all=True, filters=SESSION) == []
     # Both cells in flight were cancelled by us: not results, so no records (--resume runs them again).
     assert not (out / "results.jsonl").exists() or load_records(out) == []
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A real, empty image registry on localhost (Debian's docker-registry); Docker trusts 127.0.0.1 without TLS."""
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        pytest.skip("no local registry binary: apt-get install docker-registry")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'blobs'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([exe, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v2/"), proc, "the registry", limit_s=30)  # type: ignore[arg-type]
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_registry_images_are_pushed_once_and_pulled_by_nodes(cluster: Cluster, project: Path, docker_client: Any,
+                                                             registry: str, tmp_path: Path) -> None:
+    out = tmp_path / "registry"
+    args = cli(project, cluster, out, "--hidden", "16,17", "--set", "iters=1", "--set", f"registry={registry}/t")
+    proc = run_cli(args, cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    records = load_records(out)
+    assert [r.status.value for r in records] == ["ok", "ok"]
+    image = records[0].image or {}
+    ref = image["tag"]
+    assert image["strategy"] == "registry" and ref.startswith(f"{registry}/t/lstm-bench/chaos-slow:"), image
+    assert requests.get(f"http://{registry}/v2/_catalog", timeout=5).json() == {
+        "repositories": ["t/lstm-bench/chaos-slow"]
+    }
+    # On one machine every node shares the driver's engine, which has the image already; a node without it pulls.
+    docker_client.images.remove(ref)  # only the registry tag: the local lstm-bench/... tag keeps the layers
+    pulled = pull_on_node(ref)
+    assert pulled == {"id": image["id"], "cached": False}
+    assert pull_on_node(ref)["cached"] is True
