@@ -224,6 +224,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
     # Reach the engine (and check its GPU runtime) before creating anything: a run that cannot start leaves no trace.
     runner = make_runner(args, plan.matrix, run_id)
     runner_info = runner.preflight()
+    slots = slots_for(plan.matrix, runner)  # may refuse a GPU the host lacks: also before anything is written
     store.open_for_run()
     try:
         manifest = initial_manifest(run_id, matrix_doc, runner_info, [sys.executable, "-m", "orchestrator", *argv])
@@ -233,7 +234,6 @@ def cmd_run(argv: list[str], console: Console) -> int:
             manifest["resumed_at"] = [*previous.get("resumed_at", []), now_iso()]
         store.write_manifest(manifest)
 
-        slots = slots_for(plan.matrix, runner)
         events: Events
         if args.quiet:
             events = Events()
