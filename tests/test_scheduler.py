@@ -255,3 +255,29 @@ def test_ctrl_c_with_two_cells_in_flight_keeps_finished_cells_only(chaos_project
     proc2 = run_cli([*args, "--resume"], cwd=chaos_project)
     assert proc2.returncode == 0, proc2.stderr
     assert [r.status.value for r in load_records(out)] == ["ok"] * 4
+
+
+@pytest.mark.docker
+def test_each_gpu_slot_pins_exactly_its_own_gpu(docker_client: Any, base_image: str, tmp_path: Path) -> None:
+    """What the engine stores for a GPU cell on each slot: one explicit device id, never a count.
+
+    Containers are only created (starting one needs the NVIDIA runtime), which is where the request is recorded.
+    """
+    from orchestrator.plan import Cell
+    from orchestrator.runners.base import Environment
+    from orchestrator.runners.docker import DockerRunner
+
+    slots = gpus.select("all", gpus.Discovery(gpus.parse_nvidia_smi_list(NVIDIA_SMI_L), "nvidia-smi"))
+    runner = DockerRunner("gpu-pin-test", "gpu", "1g", 64, client=docker_client)
+    env = Environment(("numpy-reference", None), base_image, {})
+    for slot in slots:
+        cell_dir = tmp_path / slot
+        cell_dir.mkdir()
+        cell = Cell("numpy-reference", None, "default", 16, int(slot))
+        container = docker_client.containers.create(**runner.container_config(cell, env, cell_dir, slot))
+        try:
+            (request,) = container.attrs["HostConfig"]["DeviceRequests"]
+        finally:
+            container.remove(force=True)
+        assert request["DeviceIDs"] == [slot] and not request["Count"], request
+        assert request["Capabilities"] == [["gpu"]]
