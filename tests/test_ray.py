@@ -116,6 +116,19 @@ def test_a_gpu_run_on_a_cluster_without_gpus_is_refused(cluster: Cluster, projec
     assert not (tmp_path / "gpu").exists()
 
 
+def test_an_address_where_nothing_listens_fails_fast(project: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    started = time.monotonic()
+    proc = run_cli(["matrix.yaml", *CELLS, "--ray-address", f"127.0.0.1:{port}", "--hidden", "16",
+                    "--out", str(tmp_path / "none")], cwd=project, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert f"nothing answers at 127.0.0.1:{port}" in proc.stderr
+    assert time.monotonic() - started < 60  # ray.init alone would retry for minutes
+    assert not (tmp_path / "none").exists()
+
+
 @pytest.mark.parametrize("retries", [2, 0])
 def test_a_lost_node_costs_only_its_cell(cluster: Cluster, project: Path, docker_client: Any, tmp_path: Path,
                                          retries: int) -> None:

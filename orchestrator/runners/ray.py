@@ -50,6 +50,7 @@ CELL_LABEL = f"{LABEL_PREFIX}.cell"
 POLL_S = 0.5
 ABORT_GRACE_S = 30  # after a polite cancel, how long a task may take to kill its container before we force it
 PROBE_TIMEOUT_S = 180
+CONNECT_TIMEOUT_S = 10
 # Not shipped to the nodes: history, results, caches.
 EXCLUDES = [".git", "reports", "**/__pycache__", "*.pyc", ".venv", "venv", ".pytest_cache", ".ruff_cache", "*.egg-info"]
 
@@ -252,6 +253,7 @@ class RayRunner:
 
     def preflight(self) -> dict[str, Any]:
         ray = _ray()
+        _check_reachable(self.address)
         try:
             ray.init(address=self.address, runtime_env=self.runtime_env(), logging_level=logging.ERROR,
                      log_to_driver=False, namespace="lstm-bench")
@@ -423,6 +425,27 @@ class RayRunner:
 
     def abort(self) -> None:
         self._aborted.set()  # each run() cancels its own task and waits for the container to go
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast when nothing listens at the cluster's address: ray.init would retry for many minutes."""
+    hostport: str | None = address.removeprefix("ray://")
+    if address == "auto":
+        try:  # where `ray start` recorded the cluster; not public API, hence the guard
+            from ray._private.services import canonicalize_bootstrap_address
+
+            hostport = canonicalize_bootstrap_address("auto")
+        except Exception:
+            hostport = None  # ray.init says itself, at once, that it found no cluster
+    if not hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise OrchestrationError(f"cannot connect to the Ray cluster at {address}: nothing answers at "
+                                 f"{hostport} ({exc})") from None
 
 
 def _cause(exc: BaseException) -> BaseException:
