@@ -3,6 +3,7 @@ CPU slot, running real containers through the machine's Docker engine; a node ki
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -82,12 +83,14 @@ def wait_for(predicate: Any, proc: subprocess.Popen[str], what: str, limit_s: fl
         time.sleep(0.2)
 
 
-def running_cells(docker_client: Any) -> dict[str, str]:
-    """cell id -> Ray node id, for this session's running containers."""
+def running_cells(docker_client: Any, max_age_s: float = float("inf")) -> dict[str, str]:
+    """cell id -> Ray node id, for this session's containers running for less than max_age_s."""
     out = {}
     for c in docker_client.containers.list(filters=SESSION):
+        started = dt.datetime.fromisoformat(c.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+        young = (dt.datetime.now(dt.timezone.utc) - started).total_seconds() < max_age_s
         with_node = c.labels.get(NODE_LABEL)
-        if with_node:
+        if with_node and young:
             out[c.labels["lstm-bench.cell"]] = with_node
     return out
 
@@ -139,8 +142,9 @@ def test_a_lost_node_costs_only_its_cell(cluster: Cluster, project: Path, docker
         # Let two cells finish first: they must survive the node loss untouched.
         wait_for(lambda: len(list((out / "cells").glob("*/record.json"))) >= 2, proc, "two finished cells")
         before = {p.parent.name: p.read_text() for p in (out / "cells").glob("*/record.json")}
-        victim_cell, victim_node = next(iter(wait_for(lambda: running_cells(docker_client), proc,
-                                                      "a running cell").items()))
+        # A cell that has just started (its container lives ~4 s): it cannot finish before its node is gone.
+        victim_cell, victim_node = next(iter(wait_for(lambda: running_cells(docker_client, 1.5), proc,
+                                                      "a cell starting").items()))
         cluster.remove_node(workers(cluster)[victim_node], allow_graceful=False)
         _, err = proc.communicate(timeout=240)
     finally:
