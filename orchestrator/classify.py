@@ -55,7 +55,7 @@ def parse_workload_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 def classify(outcome: Outcome, timeout_s: float) -> tuple[Status, str | None, dict[str, Any] | None]:
     if outcome.timed_out:
-        return Status.TIMEOUT, f"no result within {timeout_s:g} s; container killed", None
+        return Status.TIMEOUT, f"no result within {timeout_s:g} s; the cell was killed", None
     if outcome.oom_killed:
         return Status.HOST_OOM, "killed by the container's memory limit (OOMKilled)", None
     if outcome.error and outcome.result_text is None:

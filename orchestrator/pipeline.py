@@ -16,9 +16,9 @@ from orchestrator.classify import classify
 from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
-from orchestrator.runners.base import PARAMS_FILE, Environment, Outcome, Runner
+from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcome, Runner
 from orchestrator.scheduler import run_on_slots
-from orchestrator.store import RunStore, write_json
+from orchestrator.store import RunStore, write_atomic, write_json
 
 
 class Events:
@@ -116,6 +116,7 @@ def run_one(
     outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s)
     if outcome.error == "aborted":
         return None
+    write_atomic(cell_dir / LOG_FILE, outcome.log_tail)  # the output's tail, for every cell, ok ones too
     status, reason, workload = classify(outcome, matrix.timeout_s)
     return record_for(
         cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload,

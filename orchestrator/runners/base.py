@@ -15,6 +15,7 @@ LOG_TAIL_LINES = 60
 LOG_TAIL_CHARS = 8000
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
+LOG_FILE = "log.txt"
 MAX_RESULT_BYTES = 64 << 20
 
 
