@@ -173,7 +173,7 @@ def test_timeout_kills_the_cell(runner: str, request: pytest.FixtureRequest, tmp
     cells, _ = run(project, out, "--only", "chaos:timeout", "--set", "timeout_s=3", *extra)
     cell = cells["chaos-timeout-h16-r0"]
     assert cell["status"] == "timeout", cell
-    assert cell["reason"] == "no result within 3 s; container killed"
+    assert cell["reason"] == "no result within 3 s; the cell was killed"
     # Killed at the limit, not after the workload's hour of sleep; the slack covers start-up and the kill.
     assert 3 <= cell["duration_s"] < 30
     for name in REPORT_FILES:
