@@ -191,8 +191,8 @@ def run_cell_on_node(spec: NodeSpec, cell: Cell, image: str | None, params_text:
     runner = NodeDockerRunner(node_id, spec, client)
     gpu = str(ray.get_gpu_ids()[0]) if spec.device == "gpu" else None
     placement = f"{ip}/{node_id[:8]}" + (f"/gpu{gpu}" if gpu is not None else "")
-    started_at = precise_now()
     env = _node_env(runner, cell, image)
+    started_at = precise_now()
     if env.error is not None:
         failed = Outcome(None, False, False, None, env.error[-4000:], 0.0,
                          error=f"image build failed on node {placement}: {env.error.splitlines()[0]}")
@@ -233,8 +233,6 @@ class RayRunner:
         self.resource = "GPU" if spec.device == "gpu" else SLOT_RESOURCE
         self.nodes: list[dict[str, Any]] = []
         self.capacity = 0
-        self._inflight: dict[str, Any] = {}
-        self._lock = threading.Lock()
         self._aborted = threading.Event()
 
     @classmethod
@@ -369,8 +367,6 @@ class RayRunner:
             if self._aborted.is_set():
                 break
             ref = self._submit(cell, env, params_text, timeout_s)
-            with self._lock:
-                self._inflight[cell.cell_id] = ref
             try:
                 answer = self._await(ray, ref, started + deadline_s)
             except ray.exceptions.TaskCancelledError:
@@ -386,9 +382,6 @@ class RayRunner:
                 return self._failed(started, f"no answer from the Ray cluster within {deadline_s:g} s", lost)
             except ray.exceptions.RayError as exc:
                 return self._failed(started, f"ray task failed: {_first_line(_cause(exc))}", lost)
-            finally:
-                with self._lock:
-                    self._inflight.pop(cell.cell_id, None)
             return self._outcome(answer, cell_dir, lost)
         if self._aborted.is_set():
             return Outcome(None, False, False, None, "", time.monotonic() - started, error="aborted")
