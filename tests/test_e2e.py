@@ -139,3 +139,20 @@ def test_resume_runs_only_missing_cells(base_image: str, project_copy, tmp_path:
     assert set(after) == set(first)
     changed = run_cli([*base, "--hidden", "8,32", "--resume"], cwd=project)
     assert changed.returncode == 2 and "different matrix" in changed.stderr
+
+
+def test_local_runner_picks_the_variant_environment() -> None:
+    """A framework with only per-variant CPU requirements (keras) gets its variant's venv, not this Python."""
+    import sys
+
+    from orchestrator.frameworks import discover
+    from orchestrator.runners.local import LocalRunner
+    from orchestrator.venvs import requirements_file
+    from tests.conftest import ROOT
+
+    keras = discover(ROOT / "images")["keras"]
+    assert keras.cpu_requirements is None
+    req = requirements_file(keras, "jax")
+    assert req is not None and req.name == "requirements-cpu-jax.txt"
+    env = LocalRunner(device="cpu").prepare(keras, "jax")
+    assert env.error is None and env.ref != sys.executable and "keras-jax" in str(env.ref)

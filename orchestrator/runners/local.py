@@ -23,7 +23,7 @@ from orchestrator import PROJECT_ROOT
 from orchestrator.frameworks import Framework
 from orchestrator.plan import Cell
 from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, LogTail, Outcome, read_result
-from orchestrator.venvs import VenvError, ensure_venv
+from orchestrator.venvs import VenvError, ensure_venv, requirements_file
 
 
 class LocalRunner:
@@ -48,7 +48,7 @@ class LocalRunner:
     def prepare(self, framework: Framework, variant: str | None, on_line: Any = None) -> Environment:
         key = (framework.name, variant)
         started = time.monotonic()
-        if self.python == "current" or (self.python == "venv" and framework.cpu_requirements is None):
+        if self.python == "current" or (self.python == "venv" and requirements_file(framework, variant) is None):
             exe = sys.executable
         elif self.python == "venv":
             try:
