@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -50,13 +52,13 @@ class RichEvents(Events):
 
     def build_line(self, key: tuple[str, str | None], line: str) -> None:
         if line.strip():
-            short = line.strip().replace("[", "(")[:70]
+            short = escape(line.strip()[:70])
             self.progress.update(self._builds[key], description=f"build {_key_name(key)}: {short}")
 
     def build_finished(self, env: Environment) -> None:
         task = self._builds[env.key]
         if env.error:
-            first = env.error.strip().splitlines()[0][:80].replace("[", "(")
+            first = escape(env.error.strip().splitlines()[0][:80])
             text = f"[red]build {_key_name(env.key)} failed[/]: {first}"
         else:
             cached = " (cached)" if env.details.get("cached") else ""
@@ -78,7 +80,7 @@ class RichEvents(Events):
         self.progress.advance(self._cells_task)
         style = _STYLE.get(record.status, "red")
         value = f"{record.median_ms:.1f} ms" if record.median_ms is not None else (record.reason or "")
-        value = value.strip().splitlines()[0][:90] if value.strip() else ""
+        value = escape(value.strip().splitlines()[0][:90]) if value.strip() else ""
         self.console.print(
             f"  [{style}]{record.status.value:>14}[/] {record.cell_id}  {value}", markup=True, highlight=False
         )
@@ -89,16 +91,32 @@ class RichEvents(Events):
 
 
 def summary_table(records: list[CellRecord]) -> Table:
+    """Rows = frameworks (with the impl when one framework ran several), columns = hidden sizes.
+
+    Repeats show the median of their medians; a cell with no ok repeat shows its first failure word.
+    """
     table = Table(title="lstm-bench summary (ms per batch, median)")
     table.add_column("framework")
     hiddens = sorted({r.hidden for r in records})
     for h in hiddens:
         table.add_column(f"hidden-{h}", justify="right")
-    rows: dict[str, dict[int, str]] = {}
+    impls: dict[str, set[str]] = {}
     for r in records:
-        cell = f"{r.median_ms:.1f}" if r.median_ms is not None else f"[red]{r.status.word}[/]"
-        label = r.label if r.impl == "default" else f"{r.label} · {r.impl}"
-        rows.setdefault(label, {})[r.hidden] = cell if r.repeat == 0 else rows.get(label, {}).get(r.hidden, cell)
-    for label, cells in rows.items():
-        table.add_row(label, *(cells.get(h, "") for h in hiddens))
+        impls.setdefault(r.label, set()).add(r.impl)
+    cells: dict[str, dict[int, list[CellRecord]]] = {}
+    for r in records:
+        label = f"{r.label} · {r.impl}" if len(impls[r.label]) > 1 else r.label
+        cells.setdefault(label, {}).setdefault(r.hidden, []).append(r)
+    for label, by_hidden in cells.items():
+        row = []
+        for h in hiddens:
+            group = by_hidden.get(h, [])
+            medians = [r.median_ms for r in group if r.median_ms is not None]
+            if medians:
+                row.append(f"{statistics.median(medians):.1f}")
+            elif group:
+                row.append(f"[red]{escape(group[0].status.word)}[/]")
+            else:
+                row.append("")
+        table.add_row(escape(label), *row)
     return table
