@@ -31,5 +31,6 @@ def repeated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def run_h128(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cell at a 2016 hidden size (128), still tiny otherwise: for the baseline columns."""
-    return make_real_run(tmp_path_factory.mktemp("run-128"), hidden=(128,), run_id="run-128")
+    """One cell of the 2016 workload at hidden 128 (batch 128, seq 64, vocab 10k), measured on the CPU."""
+    return make_real_run(tmp_path_factory.mktemp("run-128"), hidden=(128,), run_id="run-128",
+                         batch=128, seq_len=64, vocab=10000)

@@ -15,7 +15,7 @@ from orchestrator.report import render
 from orchestrator.report.baseline import load_baseline
 from orchestrator.report.load import load_run
 from orchestrator.report.tables import fmt_ms
-from orchestrator.results import Status
+from orchestrator.results import CellRecord, Status
 
 pytest_plugins = ["report_fixtures"]  # the real-run fixtures (tests/report_fixtures.py)
 
@@ -115,9 +115,16 @@ def test_failed_cells_show_the_2016_word_and_their_reason(real_run: Path, tmp_pa
     assert "CUDA out of memory \\| tried 2 GiB" in failures[1][4]  # the pipe cannot break the table
 
 
+def as_gpu_cell(rec: CellRecord) -> CellRecord:
+    """The same real measurement filed as a GPU cell (the baseline needs the 2016 workload on a GPU)."""
+    assert rec.workload is not None
+    workload = {**rec.workload, "params": {**rec.workload["params"], "device": "gpu"}}
+    return rec.model_copy(update={"device": "gpu", "workload": workload})
+
+
 def test_a_2016_row_gets_the_baseline_and_speed_up(run_h128: Path, tmp_path: Path) -> None:
     (rec,) = load_run(run_h128).records
-    theano = as_framework(rec, "theano", "theano")
+    theano = as_framework(as_gpu_cell(rec), "theano", "theano")
     run = derived_run(run_h128, tmp_path / "run", replace={rec.cell_id: theano})
     written = render(run)
     assert "speedup_vs_2016.png" in {p.name for p in written}
@@ -131,6 +138,19 @@ def test_a_2016_row_gets_the_baseline_and_speed_up(run_h128: Path, tmp_path: Pat
     assert original[1][:2] == ["theano", fmt_ms(median)]  # our row sits in the Theano row's place
     against = md_section_table(md, "Against the 2016 table")
     assert against[1][:5] == ["Theano", "theano", "128", fmt_ms(then.ms), fmt_ms(median)]
+
+
+def test_no_speed_up_against_2016_for_another_workload(run_h128: Path, real_run: Path, tmp_path: Path) -> None:
+    """A CPU cell, or a GPU cell at smoke-test sizes, is not the 2016 workload: no baseline, no speed-up."""
+    (rec,) = load_run(run_h128).records
+    tiny = load_run(real_run).records[0]
+    for i, other in enumerate([as_framework(rec, "theano", "theano"), as_framework(as_gpu_cell(tiny), "theano",
+                                                                                  "theano")]):
+        run = derived_run(run_h128, tmp_path / f"run{i}", replace={rec.cell_id: other})
+        written = render(run)
+        assert "speedup_vs_2016.png" not in {p.name for p in written}
+        (cell,) = json.loads((run / "report.json").read_text())["cells"]
+        assert cell["speedup_vs_2016"] is None
 
 
 @pytest.mark.parametrize(("gpu", "known"), [("NVIDIA H100 80GB HBM3", True), ("Mystery Accelerator 9000", False)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.report.analyze import Analysis, Group, Missing2016, Row
+from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row
 from orchestrator.report.equivalence import TOLERANCE
 from orchestrator.report.fmt import fmt_ms, fmt_pct, fmt_x
 from orchestrator.report.stats import MODIFIED_Z_LIMIT
@@ -62,7 +62,7 @@ def baseline_table(a: Analysis) -> Table:
         for h in a.hidden:
             g = a.group(row, h)
             b = a.baseline.cell(row.original_row, h)
-            if b is None:
+            if b is None or (g is not None and g.baseline is None):  # no 2016 cell, or not the 2016 workload
                 continue
             then = fmt_ms(b.ms) if b.ms is not None else (b.word or "")
             if b.ms_alt is not None:
@@ -73,7 +73,9 @@ def baseline_table(a: Analysis) -> Table:
             rows.append([a.baseline.labels[row.original_row], row.label, str(h), then, cell_text(g), speed])
     meta = a.baseline.meta
     intro = (f"2016: {meta.get('gpu', 'GTX 980')}, {meta.get('method', '')} Speed-up = 2016 ms / our median ms "
-             "(above 1: faster now). Read the caveats below before drawing conclusions.")
+             "(above 1: faster now), shown only for cells run with the 2016 workload on a GPU "
+             f"({', '.join(f'{k} {v}' for k, v in ORIGINAL_PARAMS.items())}). "
+             "Read the caveats below before drawing conclusions.")
     return Table("baseline", "Against the 2016 table", ["2016 row", "ours", "hidden", "2016 ms", "ours ms", "speed-up"],
                  rows, intro)
 
