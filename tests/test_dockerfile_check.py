@@ -15,8 +15,8 @@ import pytest
 import requests
 from packaging.tags import Tag
 
-from orchestrator.dockerfile_check import PYPI, check, check_image, main, target_tags
 from orchestrator.frameworks import discover
+from orchestrator.imagecheck import PYPI, check, check_image, main, target_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted(discover(ROOT / "images"))
