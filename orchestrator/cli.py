@@ -219,7 +219,6 @@ def cmd_run(argv: list[str], console: Console) -> int:
     if previous and previous.get("matrix") != matrix_doc:
         raise InputError(f"--resume: {out} was run with a different matrix; use the same matrix and options")
     run_id = previous.get("run_id") or f"{stamp}-{secrets.token_hex(3)}"
-    parse_build_args(args.build_args)
 
     # Reach the engine (and check its GPU runtime) before creating anything: a run that cannot start leaves no trace.
     runner = make_runner(args, plan.matrix, run_id)

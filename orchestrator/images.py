@@ -22,6 +22,7 @@ from typing import Any
 
 from orchestrator import LABEL_PREFIX
 from orchestrator.frameworks import Framework
+from orchestrator.runners.base import LogTail
 
 _ARG_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
@@ -172,8 +173,6 @@ def ensure_image(
     on_line: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Return the image for this framework variant, building it only when its content hash is new."""
-    from orchestrator.runners.base import LogTail
-
     started = time.monotonic()
     args = dict(build_args)
     if variant:

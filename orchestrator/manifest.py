@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import shutil
 import subprocess
@@ -70,7 +71,7 @@ def initial_manifest(run_id: str, matrix: dict[str, Any], runner: dict[str, Any]
             "hostname": platform.node(),
             "os": platform.platform(),
             "python": sys.version.split()[0],
-            "cpu_count": _cpu_count(),
+            "cpu_count": os.cpu_count(),
         },
         "runner": runner,
         "gpus": host_gpus(),
@@ -79,8 +80,3 @@ def initial_manifest(run_id: str, matrix: dict[str, Any], runner: dict[str, Any]
         "environments": {},
     }
 
-
-def _cpu_count() -> int | None:
-    import os
-
-    return os.cpu_count()
