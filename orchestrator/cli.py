@@ -4,6 +4,7 @@
     python -m orchestrator report RUN_DIR            re-render the report from stored results
     python -m orchestrator compare RUN_A RUN_B       per-cell ratios with significance
     python -m orchestrator clean                     remove containers left by a killed run
+    python -m orchestrator new NAME                  scaffold a new framework (docs/adding-a-framework.md)
 
 Exit codes: 0 run completed (failed cells included), 1 the orchestration failed, 2 bad input, 130 interrupted.
 """
@@ -25,10 +26,10 @@ from orchestrator import PROJECT_ROOT
 from orchestrator.errors import InputError, OrchestrationError
 from orchestrator.frameworks import check_name, discover
 from orchestrator.matrix import Matrix, load_matrix, parse_set
-from orchestrator.plan import Plan, expand
+from orchestrator.plan import Plan, expand, missing_workloads
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-SUBCOMMANDS = ("run", "report", "compare", "clean")
+SUBCOMMANDS = ("run", "report", "compare", "clean", "new")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +42,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog="python -m orchestrator",
         description="Run the LSTM benchmark matrix: one image per framework (images/<name>/Dockerfile), one fresh "
         "container per cell, one JSON result per cell, then a report. Other commands: report RUN_DIR | "
-        "compare RUN_A RUN_B | clean.",
+        "compare RUN_A RUN_B | clean | new NAME.",
         epilog="Exit codes: 0 run completed (classified cell failures included), 1 orchestration failed "
         "(e.g. no Docker engine), 2 bad input, 130 interrupted (finished cells kept; rerun with --resume).",
     )
@@ -145,12 +146,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return expand(matrix, discover(PROJECT_ROOT / "images"))
 
 
-def dry_run(plan: Plan) -> None:
+def dry_run(plan: Plan) -> int:
+    """One line per cell; then one error line per framework that could not run (exit 2), as the static check does."""
     many = plan.matrix.repeats > 1
     for c in plan.cells:
         name = f"{c.framework}:{c.variant}" if c.variant else c.framework
         extra = (f" impl={c.impl}" if c.impl != "default" else "") + (f" repeat={c.repeat}" if many else "")
         print(f"{name} hidden={c.hidden}{extra}")
+    problems = missing_workloads(plan)
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_INPUT if problems else EXIT_OK
 
 
 def parse_build_args(items: list[str]) -> dict[str, str]:
@@ -207,8 +213,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
     args = run_parser().parse_args(argv)
     plan = make_plan(args)
     if args.dry_run:
-        dry_run(plan)
-        return EXIT_OK
+        return dry_run(plan)
     if args.resume and args.out is None:
         raise InputError("--resume needs --out DIR (the run directory to finish)")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -323,13 +328,29 @@ def cmd_clean(argv: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_new(argv: list[str], console: Console) -> int:
+    p = _Parser(
+        prog="python -m orchestrator new",
+        description="Scaffold a framework: images/NAME/ (Dockerfile, framework.yaml, requirements) and "
+        "workloads/NAME_lstm.py with every method to fill in. Guide: docs/adding-a-framework.md.",
+    )
+    p.add_argument("name", help="the framework's folder name under images/ (lowercase, digits, '-', '_', '.')")
+    args = p.parse_args(argv)
+    from orchestrator.scaffold import create
+
+    for path in create(PROJECT_ROOT, args.name):
+        console.print(f"wrote {path.relative_to(PROJECT_ROOT)}", highlight=False)
+    console.print("next: docs/adding-a-framework.md", highlight=False)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False)
     err = Console(stderr=True)
     # SIGTERM (a scheduler, `kill`) stops a run as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean}
+    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean, "new": cmd_new}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:], console)

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import InputError
+from orchestrator.yamlloc import describe, one_line
 
 # Names become image tags, container labels and directory names: keep them boring.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -41,6 +42,9 @@ class FrameworkMeta(BaseModel):
     note: str | None = None
 
 
+META_KEYS = tuple(FrameworkMeta.model_fields)
+
+
 @dataclass(frozen=True)
 class Framework:
     name: str
@@ -54,6 +58,11 @@ class Framework:
     @property
     def workload_module(self) -> str:
         return self.meta.workload or self.name.replace("-", "_").replace(".", "_")
+
+    @property
+    def workload_file(self) -> Path:
+        """workloads/<module>.py beside the images/ folder this framework was found in."""
+        return self.directory.parent.parent / "workloads" / f"{self.workload_module}.py"
 
     @property
     def label(self) -> str:
@@ -78,19 +87,27 @@ def check_name(name: str, what: str = "framework name") -> str:
 
 
 def _load_meta(path: Path) -> FrameworkMeta:
+    """framework.yaml, validated; bad input is one line naming file, line, key and what was expected (exit 2)."""
     if not path.is_file():
         return FrameworkMeta()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
-        return FrameworkMeta.model_validate(raw)
+        text = path.read_text()
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(one_line(f"{where}: not valid YAML: {problem}")) from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}:1: expected a mapping of keys ({', '.join(META_KEYS)}), got {type(raw).__name__}")
+    try:
+        return FrameworkMeta.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise InputError(f"{path}: key '{key}': {err['msg']}") from None
+        message = describe(exc, root, str(path), known_keys=META_KEYS)
+        raise InputError(f"{message} (see docs/adding-a-framework.md, framework.yaml)") from None
 
 
 def discover(images_dir: Path) -> dict[str, Framework]:

@@ -20,6 +20,10 @@ from pydantic import (
 
 from orchestrator.errors import InputError
 from orchestrator.frameworks import NAME_RE
+from orchestrator.yamlloc import line_of as _line_of
+from orchestrator.yamlloc import most_specific as _most_specific
+from orchestrator.yamlloc import one_line as _one_line
+from orchestrator.yamlloc import user_path as _user_path
 
 MAX_MATRIX_BYTES = 1 << 20
 # Aliases let a tiny YAML document describe a huge tree ("billion laughs"); we refuse past this many nodes.
@@ -157,44 +161,6 @@ def _count_nodes(node: yaml.Node, budget: list[int]) -> None:
         for key, value in node.value:
             _count_nodes(key, budget)
             _count_nodes(value, budget)
-
-
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest YAML node on the pydantic error path `loc`."""
-    node, line = root, None
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            nxt = None
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    nxt, line = value, key.start_mark.line + 1
-                    break
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            node = None
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line
-
-
-def _user_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The user's keys and indexes of a pydantic error path (without union-branch and validator names)."""
-    return tuple(p for p in loc if isinstance(p, int) or not any(c in str(p) for c in "[]()'\"-"))
-
-
-def _most_specific(errors: list[Any]) -> Any:
-    # A union reports one error per branch; the deepest one is what the user got wrong.
-    return max(errors, key=lambda e: len(_user_path(tuple(e["loc"]))))
-
-
-def _one_line(text: str) -> str:
-    # Keys and values echoed from the file may hold newlines or control characters; the error stays one line.
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def parse_matrix(text: str, source: str, overrides: dict[str, Any] | None = None) -> Matrix:

@@ -8,6 +8,7 @@ from typing import Any
 from orchestrator.errors import InputError
 from orchestrator.frameworks import Framework, check_name
 from orchestrator.matrix import Matrix
+from orchestrator.report.baseline import load_baseline, original_row_for
 
 # Matrix keys that reach the workload unchanged (the rest steer the orchestrator).
 WORKLOAD_KEYS = ("batch", "seq_len", "vocab", "classes", "lr", "warmup", "iters", "seed", "device", "data_batches")
@@ -83,9 +84,35 @@ def _impls(fw: Framework, wanted: Any) -> list[str]:
     return chosen or declared[:1]
 
 
+def all_in_order(available: dict[str, Framework]) -> list[str]:
+    """`frameworks: all`: the frameworks continuing a 2016 row first, in the 2016 table's order, then the rest by name.
+
+    So a drop-in folder joins the main job (matrix.yaml) after the original rows, without editing the matrix.
+    """
+    baseline = load_baseline()
+    rank = {row: i for i, row in enumerate(baseline.rows)}
+    after = len(rank)
+
+    def position(fw: Framework) -> tuple[int, str]:
+        rows = [original_row_for(fw.row_label(v), fw, v, baseline) for v in (fw.meta.variants or (None,))]
+        return min((rank[r] for r in rows if r is not None), default=after), fw.name
+
+    return sorted(available, key=lambda name: position(available[name]))
+
+
+def missing_workloads(plan: Plan) -> list[str]:
+    """One line per framework of the plan whose workload module does not exist (its cells could only fail)."""
+    return [
+        f"framework '{fw.name}': its workload module {fw.workload_file.relative_to(fw.directory.parent.parent)} "
+        f"does not exist (framework.yaml `workload:` names it; default: the folder name with '-' -> '_')"
+        for fw in plan.frameworks.values()
+        if not fw.workload_file.is_file()
+    ]
+
+
 def expand(matrix: Matrix, available: dict[str, Framework]) -> Plan:
     if matrix.frameworks == "all":
-        entries: list[tuple[str, tuple[str, ...] | None]] = [(name, None) for name in available]
+        entries: list[tuple[str, tuple[str, ...] | None]] = [(name, None) for name in all_in_order(available)]
     else:
         entries = [(e.name, e.variants) for e in matrix.frameworks]
     used: dict[str, Framework] = {}

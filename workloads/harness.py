@@ -121,6 +121,13 @@ class Unsupported(Exception):
     """Raised by a framework when this cell cannot run here (e.g. no kernel for this GPU); status 'unsupported'."""
 
 
+class NotImplementedYet(Unsupported):
+    """A method of a new framework (python -m orchestrator new NAME) still to be written: status 'unsupported'.
+
+    Not NotImplementedError: a framework's own NotImplementedError (an op missing on a device) is a real crash.
+    """
+
+
 class Framework:
     """What a framework file implements. Keep subclasses to model, step and sync."""
 
@@ -147,7 +154,7 @@ class Framework:
             raise Unsupported(f"{self.name} workload has no {self.params.device} support")
 
     def build(self, weights: Weights) -> None:
-        raise NotImplementedError
+        raise NotImplementedYet(f"{self.name}: build() not implemented yet")
 
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
         """Move one batch to the device; called before timing starts."""
@@ -155,7 +162,7 @@ class Framework:
 
     def step(self, batch: Any) -> Any:
         """One forward, one backward and one SGD update. Returns the pre-update loss (may stay on device)."""
-        raise NotImplementedError
+        raise NotImplementedYet(f"{self.name}: step() not implemented yet")
 
     def sync(self) -> None:
         """Block until all queued device work is done."""
@@ -164,7 +171,7 @@ class Framework:
         return float(loss)
 
     def param_count(self) -> int:
-        raise NotImplementedError
+        raise NotImplementedYet(f"{self.name}: param_count() not implemented yet")
 
     def peak_memory_bytes(self) -> int | None:
         return None
