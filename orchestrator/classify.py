@@ -7,8 +7,9 @@ import json
 import re
 from typing import Any
 
+from orchestrator.frameworks import NAME_RE
 from orchestrator.results import WORKLOAD_REPORTED, Status
-from orchestrator.runners.base import Outcome
+from orchestrator.runners.base import Outcome, strip_ansi
 
 WORKLOAD_SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema_version", "status", "framework", "params", "times_ms")
@@ -26,8 +27,29 @@ _LOG_PATTERNS = (
 )
 
 
+# The line of a Python traceback that says what went wrong: "ModuleNotFoundError: No module named 'flax'".
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning|Failure)\b.*")
+
+
 def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def last_meaningful_line(text: str) -> str | None:
+    """The line of an output tail that best says why a process died: the last exception line of a traceback,
+    else the last non-blank line that is not an indented traceback frame or source line."""
+    lines = [line.strip() for line in strip_ansi(text).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line
+    plain = [line for line in lines if not line.startswith(("File ", "^", "~", "Traceback"))]
+    return plain[-1] if plain else None
+
+
+def impl_that_ran(requested: str, workload: dict[str, Any] | None) -> str:
+    """The record's impl: the path the workload says actually ran (its result's `impl`), else the one asked for."""
+    ran = (workload or {}).get("impl")
+    return ran if isinstance(ran, str) and NAME_RE.match(ran) else requested
 
 
 def parse_workload_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -74,4 +96,7 @@ def classify(outcome: Outcome, timeout_s: float) -> tuple[Status, str | None, di
         return Status.HOST_OOM, "killed by SIGKILL with no result (most likely the memory limit)", None
     if outcome.exit_code == 0:
         return Status.INVALID_OUTPUT, "workload exited 0 without writing its result JSON", None
-    return Status.CRASHED, f"exit code {outcome.exit_code}; stderr tail:\n{_tail(outcome.log_tail)}", None
+    # First line: the exit code and the one line that says why (what the console and the report show).
+    why = last_meaningful_line(outcome.log_tail)
+    head = f"exit code {outcome.exit_code}" + (f": {why}" if why else "; no output")
+    return Status.CRASHED, f"{head}\nstderr tail:\n{_tail(outcome.log_tail)}", None

@@ -25,6 +25,7 @@ from rich.console import Console
 from orchestrator import PROJECT_ROOT
 from orchestrator.errors import InputError, OrchestrationError
 from orchestrator.frameworks import check_name, discover
+from orchestrator.images import parse_build_args
 from orchestrator.matrix import Matrix, load_matrix, parse_set
 from orchestrator.plan import Plan, expand, missing_workloads
 
@@ -157,16 +158,6 @@ def dry_run(plan: Plan) -> int:
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     return EXIT_INPUT if problems else EXIT_OK
-
-
-def parse_build_args(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--build-arg {item!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
 
 
 def slots_for(matrix: Matrix, runner: Any = None) -> list[str | None]:

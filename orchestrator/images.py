@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import LABEL_PREFIX
+from orchestrator.errors import InputError
 from orchestrator.frameworks import Framework
-from orchestrator.runners.base import LogTail
+from orchestrator.runners.base import LogTail, strip_ansi
 
 _ARG_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
@@ -157,6 +158,17 @@ class BuiltImage:
     duration_s: float
 
 
+def parse_build_args(items: list[str]) -> dict[str, str]:
+    """`--build-arg KEY=VALUE` items (the docker and ray runners both take them)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--build-arg {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 class BuildFailed(Exception):
     def __init__(self, message: str, log_tail: str) -> None:
         super().__init__(message)
@@ -219,12 +231,16 @@ def ensure_image(
             labels=labels,
             timeout=max(1, int(timeout_s)),
         )
+        step = ""  # the legacy builder announces each instruction as "Step N/M : INSTRUCTION"
         for chunk in stream:
             if "error" in chunk:
                 tail.feed(str(chunk["error"]) + "\n")
-                raise BuildFailed(str(chunk["error"]).strip(), tail.text())
+                error = strip_ansi(str(chunk["error"])).strip()
+                raise BuildFailed(f"{step} failed: {error}" if step else error, tail.text())
             text = chunk.get("stream")
             if text:
+                if text.startswith("Step "):
+                    step = " ".join(strip_ansi(text).split())
                 tail.feed(text)
                 if on_line:
                     on_line(text.rstrip())

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.classify import classify
+from orchestrator.classify import classify, impl_that_ran
 from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
@@ -59,7 +59,7 @@ def record_for(
         cell_id=cell.cell_id,
         framework=cell.framework,
         variant=cell.variant,
-        impl=cell.impl,
+        impl=impl_that_ran(cell.impl, workload),
         label=label,
         hidden=cell.hidden,
         repeat=cell.repeat,
@@ -73,7 +73,8 @@ def record_for(
         image=env.details or None,
         median_ms=stats.get("median") if status is Status.OK else None,
         mean_ms=stats.get("mean") if status is Status.OK else None,
-        log_tail=outcome.log_tail[-4000:] if outcome and status is not Status.OK else None,
+        # A failed build has no outcome: its log tail is the build's.
+        log_tail=None if status is Status.OK else (outcome.log_tail if outcome else env.log_tail or "")[-4000:] or None,
         workload=workload,
         # A runner that queues cells (Ray) knows when the cell really started; the hand-over time otherwise.
         started_at=(outcome.started_at if outcome and outcome.started_at else started_at),

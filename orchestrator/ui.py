@@ -14,9 +14,17 @@ from rich.table import Table
 from orchestrator.pipeline import Events
 from orchestrator.plan import Cell
 from orchestrator.results import CellRecord, Status
-from orchestrator.runners.base import Environment
+from orchestrator.runners.base import Environment, strip_ansi
 
+HEADLINE_CHARS = 160  # long enough for "exit code 1: ModuleNotFoundError: No module named '...'"
 _STYLE = {Status.OK: "green", Status.SKIPPED: "dim", Status.UNSUPPORTED: "yellow", Status.OOM: "yellow"}
+
+
+def headline(text: str, limit: int) -> str:
+    """The first non-blank line, without terminal escapes, cut to `limit` characters (with an ellipsis)."""
+    lines = [line.strip() for line in strip_ansi(text).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 def _key_name(key: tuple[str, str | None]) -> str:
@@ -58,7 +66,7 @@ class RichEvents(Events):
     def build_finished(self, env: Environment) -> None:
         task = self._builds[env.key]
         if env.error:
-            first = escape(env.error.strip().splitlines()[0][:80])
+            first = escape(headline(env.error, HEADLINE_CHARS))
             text = f"[red]build {_key_name(env.key)} failed[/]: {first}"
         else:
             cached = " (cached)" if env.details.get("cached") else ""
@@ -80,7 +88,7 @@ class RichEvents(Events):
         self.progress.advance(self._cells_task)
         style = _STYLE.get(record.status, "red")
         value = f"{record.median_ms:.1f} ms" if record.median_ms is not None else (record.reason or "")
-        value = escape(value.strip().splitlines()[0][:90]) if value.strip() else ""
+        value = escape(headline(value, HEADLINE_CHARS))
         self.console.print(
             f"  [{style}]{record.status.value:>14}[/] {record.cell_id}  {value}", markup=True, highlight=False
         )

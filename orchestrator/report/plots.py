@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # headless: no display on the hosts that render reports
 import matplotlib.pyplot as plt
@@ -16,6 +18,18 @@ from orchestrator.report.analyze import Analysis, Group, Row
 DPI = 110
 SIZE = (10.0, 5.2)
 MARKERS = "osD^v<>ph*P"  # no "X": that marks failed cells
+
+
+def row_colors(n: int) -> list[Any]:
+    """n distinct colours, one per row: tab10, then tab20 (pairs of shades), then evenly spaced on 'turbo'.
+
+    Cycling "C0".."C9" would give the 11th row the first row's colour.
+    """
+    if n <= 10:
+        return list(matplotlib.colormaps["tab10"].colors[:n])
+    if n <= 20:
+        return list(matplotlib.colormaps["tab20"].colors[:n])
+    return [tuple(c) for c in matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, n))]
 
 
 def _ok_series(a: Analysis, row: Row, value: str) -> tuple[list[int], list[float], list[Group]]:
@@ -55,9 +69,10 @@ def time_plot(a: Analysis, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=SIZE)
     any_ok = False
     failed_y = 0.97
+    colors = row_colors(len(a.rows))
     for i, row in enumerate(a.rows):
         xs, ys, gs = _ok_series(a, row, "median")
-        color = f"C{i % 10}"
+        color = colors[i]
         if xs:
             any_ok = True
             lo = [g.median - g.stats.ci_low for g in gs if g.stats and g.median is not None]
@@ -93,8 +108,9 @@ def speedup_plot(a: Analysis, path: Path) -> Path | None:
     if not series:
         return None
     fig, ax = plt.subplots(figsize=SIZE)
+    colors = row_colors(len(a.rows))  # indexed by the row's place in the table, as in the other figures
     for i, row, xs, ys, _ in series:
-        ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}",
+        ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=colors[i],
                 label=f"{row.label} vs 2016 {a.baseline.labels[row.original_row or '']}")
     ax.axhline(1.0, color="grey", linewidth=1, linestyle="--")
     _log2_ticks(ax, a.hidden)
@@ -113,8 +129,9 @@ def peak_plot(a: Analysis, path: Path) -> Path | None:
     if not series:
         return None
     fig, ax = plt.subplots(figsize=SIZE)
+    colors = row_colors(len(a.rows))
     for i, row, xs, ys, gs in series:
-        color = f"C{i % 10}"
+        color = colors[i]
         ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=color, label=f"{row.label} (% fp32)")
         tf = [(g.hidden, g.pct_tf32) for g in gs if g.pct_tf32 is not None]
         if tf:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,12 @@ PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"
 MAX_RESULT_BYTES = 64 << 20
+# Terminal escape sequences (colours, cursor moves) that pip, docker and frameworks print: noise in a record.
+ANSI_RE = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text)
 
 
 @dataclass(frozen=True)
@@ -26,8 +33,9 @@ class Environment:
     key: tuple[str, str | None]
     ref: str | None  # image tag / interpreter path; None when the build failed
     details: dict[str, Any]
-    error: str | None = None  # build log tail when the build failed
+    error: str | None = None  # why the build failed: its first line names the failing step, then the log tail
     duration_s: float = 0.0
+    log_tail: str | None = None  # the build's (or environment's) output tail when it failed
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class LogTail:
     def text(self) -> str:
         with self._lock:
             lines = list(self._lines) + ([self._partial] if self._partial else [])
-        return "\n".join(lines)[-self._chars :]
+        return strip_ansi("\n".join(lines))[-self._chars :]
 
 
 def read_result(cell_dir: Path) -> str | None:

@@ -145,7 +145,7 @@ class DockerRunner:
                 self.client, self.root, framework, variant, self.build_args, self.build_timeout_s, on_line
             )
         except BuildFailed as exc:
-            return Environment(key, None, {}, error=f"{exc}\n{exc.log_tail}".strip())
+            return Environment(key, None, {}, error=f"{exc}\n{exc.log_tail}".strip(), log_tail=exc.log_tail)
         return Environment(
             key, built.tag, {"tag": built.tag, "id": built.image_id, "cached": built.cached}, None, built.duration_s
         )

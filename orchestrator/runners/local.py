@@ -22,7 +22,15 @@ from typing import Any
 from orchestrator import PROJECT_ROOT
 from orchestrator.frameworks import Framework
 from orchestrator.plan import Cell
-from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, LogTail, Outcome, read_result
+from orchestrator.runners.base import (
+    PARAMS_FILE,
+    RESULT_FILE,
+    Environment,
+    LogTail,
+    Outcome,
+    read_result,
+    strip_ansi,
+)
 from orchestrator.venvs import VenvError, ensure_venv, requirements_file
 
 
@@ -54,7 +62,9 @@ class LocalRunner:
             try:
                 exe = str(ensure_venv(framework, variant, on_line))
             except (VenvError, OSError, subprocess.TimeoutExpired) as exc:
-                return Environment(key, None, {}, error=f"environment for {framework.name} failed: {exc}")
+                message = strip_ansi(str(exc))
+                return Environment(key, None, {}, error=f"environment for {framework.name} failed: {message}",
+                                   log_tail=message)
         else:
             exe = self.python
         details = {"python": exe, "workload": f"workloads.{framework.workload_module}"}

@@ -32,7 +32,7 @@ from typing import Any
 from orchestrator import LABEL_PREFIX, PROJECT_ROOT
 from orchestrator.errors import OrchestrationError
 from orchestrator.frameworks import Framework, discover
-from orchestrator.images import image_repo
+from orchestrator.images import image_repo, parse_build_args
 from orchestrator.plan import Cell
 from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, Outcome
 from orchestrator.runners.docker import (
@@ -237,8 +237,6 @@ class RayRunner:
 
     @classmethod
     def from_args(cls, args: Any, matrix: Any, run_id: str) -> RayRunner:
-        from orchestrator.cli import parse_build_args
-
         spec = NodeSpec(run_id, matrix.device, matrix.memory, matrix.pids_limit, parse_build_args(args.build_args),
                         matrix.build_timeout_s)
         address = args.ray_address or os.environ.get("RAY_ADDRESS") or "auto"
