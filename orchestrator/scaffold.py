@@ -47,7 +47,10 @@ def dockerfile(name: str, module: str) -> str:
 ARG BASE_IMAGE={BASE_IMAGE}
 FROM ${{BASE_IMAGE}}
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY images/{name}/requirements.txt /opt/lstm-bench/requirements.txt
+# The GPU packages by default; --build-arg REQUIREMENTS=requirements-cpu.txt makes a CPU image of the same shape
+# (a host without a GPU runs the docker runner with --device cpu on it).
+ARG REQUIREMENTS=requirements.txt
+COPY images/{name}/${{REQUIREMENTS}} /opt/lstm-bench/requirements.txt
 RUN python3 -m pip install --no-cache-dir -r /opt/lstm-bench/requirements.txt
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin bench
 COPY workloads/__init__.py workloads/harness.py workloads/{module}.py /opt/lstm-bench/workloads/
