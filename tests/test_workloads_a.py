@@ -1,4 +1,5 @@
-"""torch, jax and keras (tensorflow/jax/torch backends) workloads, run for real in their cached CPU environments.
+"""torch, jax and keras (tensorflow/jax/torch backends): their impl paths, OOM recognition and GPU checks, run for
+real in their cached CPU environments.
 
 Every case is a subprocess `python -m workloads.<module>` with GPUs hidden, compared with the NumPy oracle.
 The first run installs the environments (torch ~4 GB); later runs reuse them.
@@ -22,24 +23,13 @@ from tests.workload_helpers import (
     venv_python,
 )
 
-CASES = [("torch", None), ("jax", None), ("keras", "tensorflow"), ("keras", "jax"), ("keras", "torch")]
-IDS = [f"{n}-{v}" if v else n for n, v in CASES]
+# The tiny CPU cell and the GPU-less check of every framework: tests/test_workloads_discovered.py.
 
 
 def _run(name: str, variant: str | None, tmp_path: Path, **overrides: object) -> dict:
     python = venv_python(name, variant)
     params = cell_params(name, variant, **overrides)
     return run_workload(python, framework(name).workload_module, params, tmp_path)
-
-
-@pytest.mark.parametrize(("name", "variant"), CASES, ids=IDS)
-def test_tiny_cell_matches_numpy_reference(name: str, variant: str | None, tmp_path: Path) -> None:
-    doc = _run(name, variant, tmp_path)
-    assert_ok_and_equivalent(doc, cell_params(name, variant))
-    # "default" means framework.yaml's first impl, except Keras's fused on a CPU, which runs (and says) "loop".
-    assert doc["impl"] == ("loop" if name == "keras" else framework(name).meta.impls[0])
-    assert doc["device"] == {"kind": "cpu", "name": "cpu"}
-    assert doc["peak_memory_bytes"] is None  # no framework exposes a CPU peak; a number here would be made up
 
 
 def test_torch_loop_and_fused_give_the_same_losses(tmp_path: Path) -> None:
@@ -82,14 +72,6 @@ except harness.Unsupported as exc:
 """)
     assert isinstance(got, str) and got.startswith(f"keras ({variant}): "), got
     assert "cuDNN" in got
-
-
-@pytest.mark.parametrize(("name", "variant"), CASES, ids=IDS)
-def test_gpu_cell_without_a_gpu_is_unsupported_with_a_reason(name: str, variant: str | None, tmp_path: Path) -> None:
-    doc = _run(name, variant, tmp_path, device="gpu")
-    assert doc["status"] == "unsupported", doc
-    assert "GPU" in doc["message"], doc["message"]
-    assert doc["loss_initial"] is None and doc["times_ms"] == []
 
 
 @pytest.mark.parametrize(("name", "variant"), [("torch", None), ("jax", None), ("keras", "jax")])

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator.frameworks import Framework, discover
-from orchestrator.venvs import VenvError, ensure_venv
+from orchestrator.venvs import VenvError, ensure_venv, requirements_file
 from workloads import harness
 from workloads.numpy_reference import NumpyLSTM
 
@@ -99,3 +99,14 @@ def assert_ok_and_equivalent(doc: dict[str, Any], params: dict[str, Any]) -> Non
     assert want_initial != pytest.approx(want_after, rel=REL_TOL), "lr too small for the probe to mean anything"
     assert doc["loss_initial"] == pytest.approx(want_initial, rel=REL_TOL)
     assert doc["loss_after_one_step"] == pytest.approx(want_after, rel=REL_TOL)
+
+
+def cpu_cases(images_dir: Path = ROOT / "images") -> list[tuple[str, str | None]]:
+    """Every (framework, variant) under images/ that has CPU requirements for the local runner, found by discovery:
+    a framework folder dropped in gets the CPU and equivalence tests (tests/test_workloads_discovered.py)."""
+    cases: list[tuple[str, str | None]] = []
+    for name, fw in discover(images_dir).items():
+        for variant in fw.meta.variants or (None,):
+            if requirements_file(fw, variant) is not None:
+                cases.append((name, variant))
+    return cases
