@@ -1,6 +1,6 @@
 """Discovery of frameworks: every `images/<name>/Dockerfile` is one; `framework.yaml` beside it is optional.
 
-framework.yaml (all keys optional, unknown keys refused):
+framework.yaml (all keys optional, unknown keys refused; the guide is docs/adding-a-framework.md):
 
     label: keras                  # row label in the report; variants show as "keras (jax)"
     workload: keras_lstm          # module under workloads/ (default: the folder name with '-' -> '_')
