@@ -145,11 +145,11 @@ def test_build_failure_names_the_step_without_colour_codes_and_keeps_the_log(
     (record,) = _records(out)
     assert record["status"] == "build-failed"
     first = record["reason"].splitlines()[0]
-    assert first.startswith("Step 3/3 : RUN printf") and first.endswith("returned a non-zero code: 7"), first
+    assert re.match(r"Step 3/\d+ : RUN printf", first) and first.endswith("returned a non-zero code: 7"), first
     assert ESC not in json.dumps(record) and ESC not in proc.stdout
     assert "ERROR: No matching distribution found for numpy==9.9.9" in (record["log_tail"] or "")
     # The console's build line carries the failing step, not a cut-off first 80 characters.
-    assert "build colourful failed: Step 3/3 : RUN printf" in proc.stdout
+    assert re.search(r"build colourful failed: Step 3/\d+ : RUN printf", proc.stdout), proc.stdout
 
 
 def test_crash_summary_shows_the_last_meaningful_stderr_line(project: Path, tmp_path: Path) -> None:
