@@ -167,3 +167,43 @@ def test_crash_summary_shows_the_last_meaningful_stderr_line(project: Path, tmp_
     assert record["reason"].splitlines()[0] == want
     assert record["log_tail"] and "Traceback" in record["log_tail"]
     assert f"noimport-h8-r0  {want}" in proc.stdout
+
+
+def test_record_impl_is_the_impl_that_ran(project: Path, tmp_path: Path) -> None:
+    # A drop-in without `impls:` in framework.yaml is asked for "default"; its result says what ran ("loop").
+    folder = project / "images" / "noimpls"
+    folder.mkdir()
+    (folder / "Dockerfile").write_text("FROM scratch\n")
+    (project / "workloads" / "noimpls.py").write_text(
+        "from workloads import harness\nfrom workloads.numpy_reference import NumpyReference\n\n\n"
+        "class NoImpls(NumpyReference):\n    name = 'noimpls'\n\n\n"
+        "if __name__ == '__main__':\n    raise SystemExit(harness.run(NoImpls))\n"
+    )
+    out = tmp_path / "run"
+    proc = run_cli(["matrix.yaml", "--only", "noimpls", "--runner", "local", "--python", "current", "--device", "cpu",
+                    "--hidden", "8", *TINY, "--out", str(out), "-q"], cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (record,) = _records(out)
+    assert record["status"] == "ok" and record["workload"]["impl"] == "loop"
+    assert record["impl"] == "loop" and record["cell_id"] == "noimpls-h8-r0"
+    assert "| noimpls |" in (out / "report.md").read_text()
+
+
+def test_plot_colours_never_repeat() -> None:
+    from orchestrator.report.plots import row_colors
+
+    for n in range(1, 41):
+        colours = row_colors(n)
+        assert len(colours) == n and len({tuple(c) for c in colours}) == n, n
+
+
+def test_runners_do_not_import_the_command_line() -> None:
+    # runners/ray.py took parse_build_args from cli.py, which imports the runners: a circle. No runner imports cli.
+    import ast
+
+    for path in (ROOT / "orchestrator" / "runners").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "orchestrator.cli", path
+            elif isinstance(node, ast.Import):
+                assert all(a.name != "orchestrator.cli" for a in node.names), path
