@@ -1,6 +1,7 @@
 """The shared side of the container contract (docs/contract.md), used by every framework's workload.
 
-A framework module subclasses `Framework` (model, step, sync and little else) and ends with
+A framework module subclasses `Framework` (the methods below; docs/adding-a-framework.md says what each must do,
+`python -m orchestrator new NAME` writes them as stubs) and ends with
 `if __name__ == "__main__": raise SystemExit(run(MyFramework))`. Everything that must be identical across
 frameworks lives here: argument parsing, seeded data and initial weights, the timing loop with device
 synchronisation, statistics, failure classification and the atomic JSON writer.
@@ -129,7 +130,9 @@ class NotImplementedYet(Unsupported):
 
 
 class Framework:
-    """What a framework file implements. Keep subclasses to model, step and sync."""
+    """What a framework file implements: build, param_count, step and check_device (the default refuses a GPU), and
+    where the framework needs them prepare, sync, loss_value, versions, device_name, peak_memory_bytes and the OOM
+    recognisers. Nothing else: the harness owns data, weights, timing and the result."""
 
     name = "unknown"
     # Exception types that mean "the device ran out of memory"; matched with isinstance.
