@@ -8,21 +8,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from orchestrator.report.analyze import Analysis, analyze
-from orchestrator.report.export import report_doc, results_frame
-from orchestrator.report.html import render_html
-from orchestrator.report.load import load_run
-from orchestrator.report.markdown import render_markdown
-from orchestrator.report.plots import render_plots
-from orchestrator.report.tables import all_tables
-from orchestrator.store import write_atomic
+__all__ = ["Analysis", "load_run", "render"]  # (`analyze` is the submodule; its function: report.analyze.analyze)
+# The renderers pull in matplotlib and pandas (seconds); importing one light submodule (e.g. report.baseline, which
+# the planner uses for the 2016 row order) must not, so they are imported where they are used.
+_LAZY = {"Analysis": "analyze", "load_run": "load"}
 
-__all__ = ["Analysis", "analyze", "load_run", "render"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"orchestrator.report.{_LAZY[name]}"), name)
+    raise AttributeError(name)
 
 
 def render(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Render every report file of `run_dir` into `out_dir` (default: the run directory itself)."""
+    from orchestrator.report.analyze import analyze
+    from orchestrator.report.export import report_doc, results_frame
+    from orchestrator.report.html import render_html
+    from orchestrator.report.load import load_run
+    from orchestrator.report.markdown import render_markdown
+    from orchestrator.report.plots import render_plots
+    from orchestrator.report.tables import all_tables
+    from orchestrator.store import write_atomic
+
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
