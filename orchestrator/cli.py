@@ -26,6 +26,7 @@ from orchestrator.errors import InputError, OrchestrationError
 from orchestrator.frameworks import check_name, discover
 from orchestrator.matrix import Matrix, load_matrix, parse_set
 from orchestrator.plan import Plan, expand
+from orchestrator.text import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 SUBCOMMANDS = ("run", "report", "compare", "clean")
@@ -201,7 +202,7 @@ def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
 def cmd_run(argv: list[str], console: Console) -> int:
     from orchestrator.manifest import initial_manifest, now_iso
     from orchestrator.pipeline import Events, execute
-    from orchestrator.store import RunStore
+    from orchestrator.store import RUN_DIR_SCHEMA, RunStore
     from orchestrator.ui import RichEvents, summary_table
 
     args = run_parser().parse_args(argv)
@@ -214,10 +215,9 @@ def cmd_run(argv: list[str], console: Console) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or PROJECT_ROOT / "reports" / f"run-{stamp}"
     store = RunStore(out)
-    previous = store.read_manifest() if args.resume else {}
     matrix_doc = plan.matrix.model_dump(mode="json")
-    if previous and previous.get("matrix") != matrix_doc:
-        raise InputError(f"--resume: {out} was run with a different matrix; use the same matrix and options")
+    build_args = parse_build_args(args.build_args)
+    previous = resumable_manifest(store, matrix_doc, build_args) if args.resume else refuse_used_out(out)
     run_id = previous.get("run_id") or f"{stamp}-{secrets.token_hex(3)}"
 
     # Reach the engine (and check its GPU runtime) before creating anything: a run that cannot start leaves no trace.
@@ -227,6 +227,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
     store.open_for_run()
     try:
         manifest = initial_manifest(run_id, matrix_doc, runner_info, [sys.executable, "-m", "orchestrator", *argv])
+        manifest.update(run_dir_schema=RUN_DIR_SCHEMA, build_args=build_args)
         if previous:
             manifest["started_at"] = previous.get("started_at", manifest["started_at"])
             manifest["environments"] = previous.get("environments", {})
@@ -234,13 +235,19 @@ def cmd_run(argv: list[str], console: Console) -> int:
         store.write_manifest(manifest)
 
         events: Events
-        if args.quiet:
-            events = Events()
-            summary = execute(plan, runner, store, run_id, slots, events, args.resume)
-        else:
-            with RichEvents(console) as events:
-                summary = execute(plan, runner, store, run_id, slots, events, args.resume)
-        manifest["environments"].update(environment_facts(store))
+        check = same_images_as_measured(store, run_id, out) if args.resume else None
+        try:
+            if args.quiet:
+                events = Events()
+                summary = execute(plan, runner, store, run_id, slots, events, args.resume, check_environments=check)
+            else:
+                with RichEvents(console) as events:
+                    summary = execute(plan, runner, store, run_id, slots, events, args.resume,
+                                      check_environments=check)
+        except InputError:
+            store.write_manifest(previous)  # refused before any cell ran: the run dir is as it was
+            raise
+        manifest["environments"].update(environment_facts(store, run_id))
         manifest["state"] = "interrupted" if summary.interrupted else "complete"
         manifest["finished_at"] = now_iso()
         store.write_manifest(manifest)
@@ -252,7 +259,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
     finally:
         store.close()
 
-    records = store.records()
+    records = store.records(run_id)
     if records:
         console.print(summary_table(records))
     if not args.no_report and records:
@@ -266,16 +273,72 @@ def cmd_run(argv: list[str], console: Console) -> int:
     return EXIT_OK
 
 
-def environment_facts(store: Any) -> dict[str, Any]:
+def environment_facts(store: Any, run_id: str) -> dict[str, Any]:
     """Per image: its tag and id, and the versions the workload reported from inside it."""
     facts: dict[str, Any] = {}
-    for r in store.records():
+    for r in store.records(run_id):
         key = f"{r.framework}:{r.variant}" if r.variant else r.framework
         entry = facts.setdefault(key, {"image": r.image, "versions": None, "device": None})
         if r.workload and entry["versions"] is None:
-            entry["versions"] = r.workload.get("versions")
-            entry["device"] = (r.workload.get("device") or {}).get("name")
+            entry["versions"] = dict(r.workload.versions)
+            entry["device"] = r.workload.device.name
     return facts
+
+
+FRESH = "start a fresh run with another --out"
+
+
+def refuse_used_out(out: Path) -> dict[str, Any]:
+    """A run directory holds one run: an existing, non-empty --out is only ever finished with --resume."""
+    try:
+        used = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    except OSError:
+        used = False  # unreadable: open_for_run says so in its own words
+    if used:
+        raise InputError(f"--out {out} is not empty: finish that run with --resume, or {FRESH}")
+    return {}
+
+
+def resumable_manifest(store: Any, matrix_doc: dict[str, Any], build_args: dict[str, str]) -> dict[str, Any]:
+    """The manifest of the run --resume finishes, once it is proven to be the same run (one line otherwise)."""
+    from orchestrator.store import MANIFEST, RUN_DIR_SCHEMA
+
+    out = store.root
+    previous = store.read_manifest()
+    if not previous:
+        raise InputError(f"--resume: {out / MANIFEST} is missing, so nothing says which run {out} holds; {FRESH}")
+    if previous.get("run_dir_schema") != RUN_DIR_SCHEMA or not isinstance(previous.get("run_id"), str):
+        raise InputError(f"--resume: {out} was written by an older version, whose containers could write into the "
+                         f"cell directories, so its records cannot be trusted; {FRESH}")
+    before = previous.get("matrix") if isinstance(previous.get("matrix"), dict) else {}
+    changed = sorted(k for k in set(before) | set(matrix_doc) if before.get(k) != matrix_doc.get(k))
+    if changed:
+        raise InputError(f"--resume: the matrix differs from the one {out} was run with in {', '.join(changed)}; "
+                         f"use the same matrix and options, or {FRESH}")
+    if previous.get("build_args", {}) != build_args:
+        raise InputError(f"--resume: the build args differ from the run's ({previous.get('build_args')} vs "
+                         f"{build_args}); use the same --build-arg options, or {FRESH}")
+    return previous
+
+
+def same_images_as_measured(store: Any, run_id: str, out: Path) -> Any:
+    """A check for the pipeline: an environment whose image changed under cells already measured is refused."""
+
+    def check(envs: dict[tuple[str, str | None], Any]) -> None:
+        measured = {(r.framework, r.variant): r.image for r in store.records(run_id) if r.image}
+        for key, env in envs.items():
+            then = measured.get(key)
+            if then is None or env.error is not None:
+                continue
+            now = env.details or {}
+            ident = [k for k in ("id", "python") if k in then or k in now]
+            if any(then.get(k) != now.get(k) for k in ident):
+                name = f"{key[0]}:{key[1]}" if key[1] else key[0]
+                was, is_ = (", ".join(str(d.get(k)) for k in ident) for d in (then, now))
+                raise InputError(f"--resume: the image of {name} changed since its cells were measured "
+                                 f"({was} -> {is_}); restore it, or {FRESH}")
+
+    return check
 
 
 def cmd_report(argv: list[str], console: Console) -> int:
@@ -327,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False)
     err = Console(stderr=True)
-    # SIGTERM (a scheduler, `kill`) stops a run as cleanly as Ctrl-C does.
+    # Our own handlers, whatever was inherited (a shell's background job starts with SIGINT ignored): Ctrl-C and
+    # SIGTERM (a scheduler, `kill`) both stop a run cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean}
     try:
@@ -343,10 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return cmd_run(argv, console)
     except InputError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {visible(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INPUT
     except OrchestrationError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {visible(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)

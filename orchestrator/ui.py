@@ -15,6 +15,7 @@ from orchestrator.pipeline import Events
 from orchestrator.plan import Cell
 from orchestrator.results import CellRecord, Status
 from orchestrator.runners.base import Environment
+from orchestrator.text import visible
 
 _STYLE = {Status.OK: "green", Status.SKIPPED: "dim", Status.UNSUPPORTED: "yellow", Status.OOM: "yellow"}
 
@@ -80,7 +81,7 @@ class RichEvents(Events):
         self.progress.advance(self._cells_task)
         style = _STYLE.get(record.status, "red")
         value = f"{record.median_ms:.1f} ms" if record.median_ms is not None else (record.reason or "")
-        value = escape(value.strip().splitlines()[0][:90]) if value.strip() else ""
+        value = escape(visible(value.strip().splitlines()[0][:90])) if value.strip() else ""
         self.console.print(
             f"  [{style}]{record.status.value:>14}[/] {record.cell_id}  {value}", markup=True, highlight=False
         )
@@ -118,5 +119,5 @@ def summary_table(records: list[CellRecord]) -> Table:
                 row.append(f"[red]{escape(group[0].status.word)}[/]")
             else:
                 row.append("")
-        table.add_row(escape(label), *row)
+        table.add_row(escape(visible(label)), *row)
     return table

@@ -22,7 +22,15 @@ from typing import Any
 from orchestrator import PROJECT_ROOT
 from orchestrator.frameworks import Framework
 from orchestrator.plan import Cell
-from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, LogTail, Outcome, read_result
+from orchestrator.runners.base import (
+    PARAMS_FILE,
+    RESULT_FILE,
+    Environment,
+    LogTail,
+    Outcome,
+    io_dir,
+    read_result,
+)
 from orchestrator.venvs import VenvError, ensure_venv, requirements_file
 
 
@@ -68,7 +76,7 @@ class LocalRunner:
             "--params",
             str(cell_dir / PARAMS_FILE),
             "--out",
-            str(cell_dir / RESULT_FILE),
+            str(io_dir(cell_dir) / RESULT_FILE),
         ]
 
     def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
@@ -115,7 +123,10 @@ class LocalRunner:
             error = "aborted"
         # A negative code is a signal; report it the way a container would (128 + signal).
         code = 128 - exit_code if exit_code is not None and exit_code < 0 else exit_code
-        return Outcome(code, timed_out, False, read_result(cell_dir), tail.text(), time.monotonic() - started, error)
+        return Outcome(
+            exit_code=code, timed_out=timed_out, oom_killed=False, log_tail=tail.text(),
+            duration_s=time.monotonic() - started, error=error, **read_result(cell_dir).outcome_fields(),
+        )
 
     def abort(self) -> None:
         self._aborted.set()
