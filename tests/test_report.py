@@ -146,7 +146,7 @@ def test_no_speed_up_against_2016_for_another_workload(run_h128: Path, real_run:
     (rec,) = load_run(run_h128).records
     tiny = load_run(real_run).records[0]
     for i, other in enumerate([as_framework(rec, "theano", "theano"), as_framework(as_gpu_cell(tiny), "theano",
-                                                                                  "theano")]):
+                                                                                  "theano", run_id=rec.run_id)]):
         run = derived_run(run_h128, tmp_path / f"run{i}", replace={rec.cell_id: other})
         written = render(run)
         assert "speedup_vs_2016.png" not in {p.name for p in written}
