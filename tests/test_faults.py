@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, run_cli
+from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, default_signals, run_cli
 
 pytestmark = pytest.mark.docker
 
@@ -54,6 +54,7 @@ def start_cli(args: list[str], cwd: Path, logs: Path) -> subprocess.Popen[bytes]
         env=env,
         stdout=(logs / "stdout").open("wb"),
         stderr=(logs / "stderr").open("wb"),
+        preexec_fn=default_signals,
     )
 
 

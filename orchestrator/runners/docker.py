@@ -154,6 +154,7 @@ class DockerRunner:
 
     # ------------------------------------------------------------------ cells
     def _user(self, cell_dir: Path) -> str:
+        io_dir(cell_dir).mkdir(exist_ok=True)
         uid, gid = os.getuid(), os.getgid()
         if uid == 0:
             uid = gid = FALLBACK_UID

@@ -90,6 +90,7 @@ class LocalRunner:
         timed_out = False
         error = None
         exit_code = None
+        io_dir(cell_dir).mkdir(exist_ok=True)
         try:
             proc = subprocess.Popen(
                 self.command(env, env.details["workload"], cell_dir),
