@@ -126,7 +126,7 @@ class RunStore:
         with self._write_lock:
             write_atomic(self.cell_dir(record.cell_id) / RECORD, record.model_dump_json(indent=1) + "\n")
             if self._saved is None:
-                self._saved = {r.cell_id: r for r in self.records()}
+                self._saved = {r.cell_id: r for r in self.records(record.run_id)}
             self._saved[record.cell_id] = record
             self._rewrite_jsonl(order)
 

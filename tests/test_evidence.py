@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
+from orchestrator.report.flops import training_step_flops
 from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, run_cli
 
 pytestmark = pytest.mark.docker
@@ -134,8 +135,12 @@ def test_nothing_the_workload_planted_stays_in_the_run_dir(hostile_run: tuple[Pa
 
 def test_report_and_flops_use_the_cells_params_not_the_echo(hostile_run: tuple[Path, Any]) -> None:
     out, _ = hostile_run
-    text = (out / "results.csv").read_text() + (out / "report.md").read_text()
-    assert "99999" not in text and "torch" not in text
+    own = training_step_flops(4, 8, 16)  # SMALL's batch and seq_len at hidden 16: every cell of this run
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {int(r["flops_per_step"]) for r in rows if r["flops_per_step"]} == {own}
+    for group in json.loads((out / "report.json").read_text())["cells"]:
+        assert group["flops_per_step"] in (None, own)
+        assert group["framework"] != "torch"
 
 
 def test_hostile_text_is_visible_and_inert_in_every_output(hostile_run: tuple[Path, Any]) -> None:
