@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,7 +140,6 @@ def _run_one(
         )
     cell_dir = store.fresh_cell_dir(cell.cell_id)
     write_json(cell_dir / PARAMS_FILE, params)
-    os.chmod(cell_dir / PARAMS_FILE, 0o644)  # readable by the container's user, writable by no one but us
     outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s)
     if outcome.error == "aborted":
         return None

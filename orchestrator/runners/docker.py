@@ -155,6 +155,8 @@ class DockerRunner:
     # ------------------------------------------------------------------ cells
     def _user(self, cell_dir: Path) -> str:
         io_dir(cell_dir).mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(cell_dir / PARAMS_FILE, 0o644)  # readable by the container's user; writable by us alone
         uid, gid = os.getuid(), os.getgid()
         if uid == 0:
             uid = gid = FALLBACK_UID
