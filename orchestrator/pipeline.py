@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcom
 from orchestrator.scheduler import run_on_slots
 from orchestrator.store import RunStore, describe_error, remove_tree, write_atomic, write_json
 from orchestrator.workload_result import WorkloadResult
+
+# Errors of the run directory's storage, not of one cell: they stop the run (cli.py says so in one line).
+RUN_LEVEL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class Events:
@@ -120,12 +124,23 @@ def run_one(
     params = cell.params(plan.matrix)
     try:
         return _run_one(plan, runner, store, run_id, cell, env, slot, label, started_at, params)
+    except OSError as exc:
+        if exc.errno in RUN_LEVEL_ERRNOS:
+            raise  # the run directory's disk, not this cell: the run stops with one line, as for any cell
+        return _unhandled(plan, store, run_id, cell, env, slot, label, started_at, params, exc)
     except Exception as exc:
-        why = f"the orchestrator could not handle this cell's output: {type(exc).__name__}: {describe_error(exc)}"
-        with contextlib.suppress(Exception):
-            remove_tree(io_dir(store.cell_dir(cell.cell_id)))
-        return record_for(cell, label, run_id, plan.matrix.device, slot, env, Status.INVALID_OUTPUT, why, 0.0,
-                          None, None, started_at, params)
+        return _unhandled(plan, store, run_id, cell, env, slot, label, started_at, params, exc)
+
+
+def _unhandled(
+    plan: Plan, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None, label: str,
+    started_at: str, params: dict[str, Any], exc: Exception,
+) -> CellRecord:
+    why = f"the orchestrator could not handle this cell's output: {type(exc).__name__}: {describe_error(exc)}"
+    with contextlib.suppress(Exception):
+        remove_tree(io_dir(store.cell_dir(cell.cell_id)))
+    return record_for(cell, label, run_id, plan.matrix.device, slot, env, Status.INVALID_OUTPUT, why, 0.0,
+                      None, None, started_at, params)
 
 
 def _run_one(
