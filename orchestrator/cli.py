@@ -77,8 +77,12 @@ def run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --device cpu and the docker runner: give each slot its own equal share of the CPUs (cpuset)",
     )
-    p.add_argument("--out", type=Path, help="run directory (default: reports/run-<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="run only the cells of --out that have no result yet")
+    p.add_argument("--out", type=Path, help="run directory, new or empty (default: reports/run-<timestamp>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the run in --out: only its cells without a record run (same matrix, build args and images)",
+    )
     p.add_argument(
         "--build-arg",
         dest="build_args",
