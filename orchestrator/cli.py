@@ -26,6 +26,7 @@ from orchestrator.errors import InputError, OrchestrationError
 from orchestrator.frameworks import check_name, discover
 from orchestrator.matrix import Matrix, load_matrix, parse_set
 from orchestrator.plan import Plan, expand
+from orchestrator.results import Status
 from orchestrator.text import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -235,11 +236,12 @@ def cmd_run(argv: list[str], console: Console) -> int:
         if previous:
             manifest["started_at"] = previous.get("started_at", manifest["started_at"])
             manifest["environments"] = previous.get("environments", {})
+            manifest["images"] = previous.get("images", {})
             manifest["resumed_at"] = [*previous.get("resumed_at", []), now_iso()]
         store.write_manifest(manifest)
 
         events: Events
-        check = same_images_as_measured(store, run_id, out) if args.resume else None
+        check = pin_images(store, run_id, manifest, args.resume)
         try:
             if args.quiet:
                 events = Events()
@@ -325,22 +327,30 @@ def resumable_manifest(store: Any, matrix_doc: dict[str, Any], build_args: dict[
     return previous
 
 
-def same_images_as_measured(store: Any, run_id: str, out: Path) -> Any:
-    """A check for the pipeline: an environment whose image changed under cells already measured is refused."""
+def environment_identity(env: Any) -> dict[str, Any]:
+    """What makes an environment the same one: the image id (docker, ray) or the interpreter (local)."""
+    return {k: v for k, v in (env.details or {}).items() if k in ("id", "python")}
+
+
+def pin_images(store: Any, run_id: str, manifest: dict[str, Any], resume: bool) -> Any:
+    """A check for the pipeline, once the environments are prepared and before any cell runs: the manifest records
+    every environment's identity ("images"); on --resume, a framework that already has measured cells must run
+    on the environments the run started with."""
 
     def check(envs: dict[tuple[str, str | None], Any]) -> None:
-        measured = {(r.framework, r.variant): r.image for r in store.records(run_id) if r.image}
-        for key, env in envs.items():
-            then = measured.get(key)
-            if then is None or env.error is not None:
-                continue
-            now = env.details or {}
-            ident = [k for k in ("id", "python") if k in then or k in now]
-            if any(then.get(k) != now.get(k) for k in ident):
-                name = f"{key[0]}:{key[1]}" if key[1] else key[0]
-                was, is_ = (", ".join(str(d.get(k)) for k in ident) for d in (then, now))
-                raise InputError(f"--resume: the image of {name} changed since its cells were measured "
-                                 f"({was} -> {is_}); restore it, or {FRESH}")
+        pinned: dict[str, Any] = manifest.setdefault("images", {})
+        if resume:
+            measured = {r.framework for r in store.records(run_id) if r.status is not Status.BUILD_FAILED}
+            for (framework, variant), env in envs.items():
+                name = f"{framework}:{variant}" if variant else framework
+                then, now = pinned.get(name), environment_identity(env)
+                if framework in measured and env.error is None and isinstance(then, dict) and then != now:
+                    raise InputError(f"--resume: the image of {name} changed since the run started "
+                                     f"({', '.join(map(str, then.values()))} -> {', '.join(map(str, now.values()))}) "
+                                     f"and {framework} already has measured cells; restore it, or {FRESH}")
+        for (framework, variant), env in envs.items():
+            if env.error is None:
+                pinned[f"{framework}:{variant}" if variant else framework] = environment_identity(env)
 
     return check
 

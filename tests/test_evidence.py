@@ -25,7 +25,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from orchestrator.report.flops import training_step_flops
-from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, run_cli
+from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, default_signals, run_cli
 
 pytestmark = pytest.mark.docker
 
@@ -322,8 +322,8 @@ def test_ctrl_c_works_when_the_cli_inherited_sigint_ignored(
     args = ["hostile.yaml", "--out", str(out), "--build-arg", BUILD_ARG, "-q", "--no-report", *SMALL,
             "--only", "chaos:slow", "--set", "iters=200"]
     proc = start_cli(args, project, tmp_path / "logs", ignore_sigint=True)
-    label = "lstm-bench.cell=chaos-slow-h16-r0"
-    wait_for(lambda: docker_client.containers.list(filters={"label": label, "status": "running"}), proc, "the cell")
+    labels = ["lstm-bench.cell=chaos-slow-h16-r0", f"lstm-bench.session={SESSION}"]  # ours, not another run's
+    wait_for(lambda: docker_client.containers.list(filters={"label": labels, "status": "running"}), proc, "the cell")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130, (tmp_path / "logs" / "stderr").read_text()
     assert json.loads((out / "manifest.json").read_text())["state"] == "interrupted"
