@@ -308,7 +308,9 @@ def test_resume_refuses_changes_and_never_accepts_a_planted_record(
     manifest = json.loads((out / "manifest.json").read_text())
     forge = cells["chaos-forge-h16-r0"]
     assert forge["run_id"] == manifest["run_id"] and forge["status"] == "timeout"
-    assert "0.001" not in (out / "report.md").read_text()
+    assert "forged" not in (out / "report.md").read_text() + (out / "results.jsonl").read_text()
+    (group,) = [g for g in json.loads((out / "report.json").read_text())["cells"] if g["variant"] == "forge"]
+    assert group["status"] == "timeout" and group["stats_ms"] is None
     assert all(r["image"]["id"] for r in cells.values())
 
 
