@@ -29,6 +29,7 @@ MAX_KEYS = 64
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+Version = Annotated[str, StringConstraints(max_length=1000)]  # a version, or the harness's probe_error repr
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e300, le=1e300)]
 NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1e300)]
 BatchMs = Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_BATCH_MS)]
@@ -66,7 +67,7 @@ class WorkloadResult(BaseModel):
     variant: Name | None = None
     impl: Name  # the implementation that ran (may differ from the requested params.impl)
     params: Annotated[dict[Name, Scalar], Field(max_length=MAX_KEYS)]  # echo of params.json, checked key by key
-    versions: Annotated[dict[Name, Name | None], Field(max_length=MAX_KEYS)] = {}
+    versions: Annotated[dict[Name, Version | None], Field(max_length=MAX_KEYS)] = {}
     device: DeviceInfo
     param_count: Count | None = None
     param_count_expected: Count | None = None
