@@ -32,8 +32,8 @@ def _escape(match: re.Match[str]) -> str:
 
 def visible(text: Any) -> Any:
     """Control, bidi and zero-width characters as visible escapes; anything not a string is returned as it is."""
-    if not isinstance(text, str):
-        return text
+    if not isinstance(text, str) or hasattr(text, "__html__"):
+        return text  # markup the template itself made (a macro's output) holds only values already made visible
     return _INVISIBLE.sub(_escape, text)
 
 

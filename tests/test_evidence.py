@@ -152,6 +152,8 @@ def test_hostile_text_is_visible_and_inert_in_every_output(hostile_run: tuple[Pa
         assert "HYPERLINK" in text, name  # shown, not dropped
         for char in NO_CONTROL:
             assert char not in text, (name, repr(char))
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and "&lt;td" not in page  # escaped once: data as text, the page's own markup intact
     html = MarkdownIt("commonmark").enable("table").render((out / "report.md").read_text())
     assert "javascript:" not in "".join(re.findall(r'href="[^"]*"', html))
     assert "evil.example" not in "".join(re.findall(r'href="[^"]*"', html))

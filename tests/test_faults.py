@@ -259,7 +259,9 @@ def test_second_run_on_the_same_out_is_refused(
     args = run_args(out, "--only", "chaos:slow", "--hidden", "16")
     first = start_cli(args, project, tmp_path / "logs")
     wait_for_running(docker_client, SLOW_CELLS[0], first)
-    second = run_cli(args, cwd=project)
+    fresh = run_cli(args, cwd=project)  # a used --out is only ever finished with --resume
+    assert fresh.returncode == 2 and "--resume" in one_line(fresh.stderr), fresh.stdout + fresh.stderr
+    second = run_cli([*args, "--resume"], cwd=project)
     assert second.returncode == 1, second.stdout + second.stderr
     line = one_line(second.stderr)
     assert f"output directory {out} is in use by another run" in line and "another --out" in line
