@@ -256,7 +256,8 @@ def test_second_run_on_the_same_out_is_refused(
     docker_client: Any, base_image: str, project: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    args = run_args(out, "--only", "chaos:slow", "--hidden", "16")
+    # Long enough (80 steps of 0.5 s) that the first run is still going while the two others start.
+    args = run_args(out, "--only", "chaos:slow", "--hidden", "16", "--set", "iters=80")
     first = start_cli(args, project, tmp_path / "logs")
     wait_for_running(docker_client, SLOW_CELLS[0], first)
     fresh = run_cli(args, cwd=project)  # a used --out is only ever finished with --resume
@@ -266,7 +267,7 @@ def test_second_run_on_the_same_out_is_refused(
     line = one_line(second.stderr)
     assert f"output directory {out} is in use by another run" in line and "another --out" in line
 
-    assert first.wait(timeout=120) == 0, stderr_of(tmp_path / "logs")  # the first run did not notice
+    assert first.wait(timeout=300) == 0, stderr_of(tmp_path / "logs")  # the first run did not notice
     records = assert_nothing_corrupt(out)
     assert [r["status"] for r in records.values()] == ["ok"]
     assert json.loads((out / "manifest.json").read_text())["state"] == "complete"
