@@ -17,7 +17,7 @@ from orchestrator.store import MANIFEST, RESULTS, describe_error, open_existing,
 _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
     "run_id": str, "state": str, "started_at": str, "finished_at": str, "tool_version": str, "command": list,
     "host": dict, "runner": dict, "gpus": list, "git": dict, "matrix": dict, "environments": dict,
-    "resumed_at": list, "build_args": dict,
+    "resumed_at": list, "build_args": dict, "images": dict,
 }
 
 
