@@ -1,18 +1,16 @@
-"""Outcome -> (Status, reason, workload JSON). Order of evidence, strongest first (docs/contract.md):
+"""Outcome -> (Status, reason, validated workload result). Order of evidence, strongest first (docs/contract.md):
 own timeout flag > OOMKilled > the workload's JSON > log patterns > exit code."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from orchestrator.frameworks import NAME_RE
-from orchestrator.results import WORKLOAD_REPORTED, Status
+from orchestrator.results import Status
 from orchestrator.runners.base import Outcome, strip_ansi
+from orchestrator.workload_result import WorkloadResult, check_echo, parse_result
 
-WORKLOAD_SCHEMA_VERSION = 1
-REQUIRED_KEYS = ("schema_version", "status", "framework", "params", "times_ms")
 SIGKILL_EXIT = 137
 _LOG_PATTERNS = (
     (Status.RECURSION, re.compile(r"RecursionError|maximum recursion depth")),
@@ -46,48 +44,34 @@ def last_meaningful_line(text: str) -> str | None:
     return plain[-1] if plain else None
 
 
-def impl_that_ran(requested: str, workload: dict[str, Any] | None) -> str:
+def impl_that_ran(requested: str, workload: WorkloadResult | None) -> str:
     """The record's impl: the path the workload says actually ran (its result's `impl`), else the one asked for."""
-    ran = (workload or {}).get("impl")
+    ran = workload.impl if workload is not None else None
     return ran if isinstance(ran, str) and NAME_RE.match(ran) else requested
 
 
-def parse_workload_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The workload's document, or why it is not acceptable."""
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return None, f"result JSON does not parse: {exc}"
-    if not isinstance(doc, dict):
-        return None, f"result JSON is a {type(doc).__name__}, expected an object"
-    missing = [k for k in REQUIRED_KEYS if k not in doc]
-    if missing:
-        return None, f"result JSON lacks {', '.join(missing)}"
-    if doc["schema_version"] != WORKLOAD_SCHEMA_VERSION:
-        return None, f"result schema_version {doc['schema_version']!r}, expected {WORKLOAD_SCHEMA_VERSION}"
-    if doc["status"] not in WORKLOAD_REPORTED:
-        return None, f"result status {doc['status']!r} is not one of {sorted(WORKLOAD_REPORTED)}"
-    times = doc["times_ms"]
-    if not isinstance(times, list) or not all(isinstance(t, int | float) and t >= 0 for t in times):
-        return None, "result times_ms is not a list of non-negative numbers"
-    if doc["status"] == "ok" and not times:
-        return None, "result says ok but has no timed batches"
-    return doc, None
-
-
-def classify(outcome: Outcome, timeout_s: float) -> tuple[Status, str | None, dict[str, Any] | None]:
+def classify(
+    outcome: Outcome, timeout_s: float, params: dict[str, Any] | None = None
+) -> tuple[Status, str | None, WorkloadResult | None]:
+    """The cell's status, why, and the validated result when one was accepted (about this cell: `params`)."""
     if outcome.timed_out:
         return Status.TIMEOUT, f"no result within {timeout_s:g} s; the cell was killed", None
     if outcome.oom_killed:
         return Status.HOST_OOM, "killed by the container's memory limit (OOMKilled)", None
     if outcome.error and outcome.result_text is None:
         return Status.CRASHED, outcome.error, None
+    if outcome.result_problem is not None:
+        return Status.INVALID_OUTPUT, outcome.result_problem, None
     if outcome.result_text is not None:
-        doc, problem = parse_workload_json(outcome.result_text)
-        if doc is None:
+        result, problem = parse_result(outcome.result_text)
+        if result is None:
             return Status.INVALID_OUTPUT, problem, None
-        status = Status(doc["status"])
-        return status, doc.get("message"), doc
+        problem = check_echo(result, params) if params is not None else None
+        if problem is None and outcome.stray:
+            problem = f"the output directory holds {', '.join(outcome.stray)} besides the result; only it may be there"
+        if problem is not None:
+            return Status.INVALID_OUTPUT, problem, None
+        return Status(result.status), result.message, result
     for status, pattern in _LOG_PATTERNS:
         if pattern.search(outcome.log_tail):
             return status, f"no result JSON; log shows {status.value}: {_tail(outcome.log_tail, 3)}", None

@@ -28,6 +28,8 @@ from orchestrator.frameworks import check_name, discover
 from orchestrator.images import parse_build_args
 from orchestrator.matrix import Matrix, load_matrix, parse_set
 from orchestrator.plan import Plan, expand, missing_workloads
+from orchestrator.results import Status
+from orchestrator.text import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 SUBCOMMANDS = ("run", "report", "compare", "clean", "new")
@@ -78,8 +80,12 @@ def run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --device cpu and the docker runner: give each slot its own equal share of the CPUs (cpuset)",
     )
-    p.add_argument("--out", type=Path, help="run directory (default: reports/run-<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="run only the cells of --out that have no result yet")
+    p.add_argument("--out", type=Path, help="run directory, new or empty (default: reports/run-<timestamp>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the run in --out: only its cells without a record run (same matrix, build args and images)",
+    )
     p.add_argument(
         "--build-arg",
         dest="build_args",
@@ -198,7 +204,7 @@ def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
 def cmd_run(argv: list[str], console: Console) -> int:
     from orchestrator.manifest import initial_manifest, now_iso
     from orchestrator.pipeline import Events, execute
-    from orchestrator.store import RunStore
+    from orchestrator.store import RUN_DIR_SCHEMA, RunStore
     from orchestrator.ui import RichEvents, summary_table
 
     args = run_parser().parse_args(argv)
@@ -210,10 +216,9 @@ def cmd_run(argv: list[str], console: Console) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or PROJECT_ROOT / "reports" / f"run-{stamp}"
     store = RunStore(out)
-    previous = store.read_manifest() if args.resume else {}
     matrix_doc = plan.matrix.model_dump(mode="json")
-    if previous and previous.get("matrix") != matrix_doc:
-        raise InputError(f"--resume: {out} was run with a different matrix; use the same matrix and options")
+    build_args = parse_build_args(args.build_args)
+    previous = resumable_manifest(store, matrix_doc, build_args) if args.resume else refuse_used_out(out)
     run_id = previous.get("run_id") or f"{stamp}-{secrets.token_hex(3)}"
 
     # Reach the engine (and check its GPU runtime) before creating anything: a run that cannot start leaves no trace.
@@ -223,20 +228,28 @@ def cmd_run(argv: list[str], console: Console) -> int:
     store.open_for_run()
     try:
         manifest = initial_manifest(run_id, matrix_doc, runner_info, [sys.executable, "-m", "orchestrator", *argv])
+        manifest.update(run_dir_schema=RUN_DIR_SCHEMA, build_args=build_args)
         if previous:
             manifest["started_at"] = previous.get("started_at", manifest["started_at"])
             manifest["environments"] = previous.get("environments", {})
+            manifest["images"] = previous.get("images", {})
             manifest["resumed_at"] = [*previous.get("resumed_at", []), now_iso()]
         store.write_manifest(manifest)
 
         events: Events
-        if args.quiet:
-            events = Events()
-            summary = execute(plan, runner, store, run_id, slots, events, args.resume)
-        else:
-            with RichEvents(console) as events:
-                summary = execute(plan, runner, store, run_id, slots, events, args.resume)
-        manifest["environments"].update(environment_facts(store))
+        check = pin_images(store, run_id, manifest, args.resume)
+        try:
+            if args.quiet:
+                events = Events()
+                summary = execute(plan, runner, store, run_id, slots, events, args.resume, check_environments=check)
+            else:
+                with RichEvents(console) as events:
+                    summary = execute(plan, runner, store, run_id, slots, events, args.resume,
+                                      check_environments=check)
+        except InputError:
+            store.write_manifest(previous)  # refused before any cell ran: the run dir is as it was
+            raise
+        manifest["environments"].update(environment_facts(store, run_id))
         manifest["state"] = "interrupted" if summary.interrupted else "complete"
         manifest["finished_at"] = now_iso()
         store.write_manifest(manifest)
@@ -248,7 +261,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
     finally:
         store.close()
 
-    records = store.records()
+    records = store.records(run_id)
     if records:
         console.print(summary_table(records))
     if not args.no_report and records:
@@ -262,16 +275,80 @@ def cmd_run(argv: list[str], console: Console) -> int:
     return EXIT_OK
 
 
-def environment_facts(store: Any) -> dict[str, Any]:
+def environment_facts(store: Any, run_id: str) -> dict[str, Any]:
     """Per image: its tag and id, and the versions the workload reported from inside it."""
     facts: dict[str, Any] = {}
-    for r in store.records():
+    for r in store.records(run_id):
         key = f"{r.framework}:{r.variant}" if r.variant else r.framework
         entry = facts.setdefault(key, {"image": r.image, "versions": None, "device": None})
         if r.workload and entry["versions"] is None:
-            entry["versions"] = r.workload.get("versions")
-            entry["device"] = (r.workload.get("device") or {}).get("name")
+            entry["versions"] = dict(r.workload.versions)
+            entry["device"] = r.workload.device.name
     return facts
+
+
+FRESH = "start a fresh run with another --out"
+
+
+def refuse_used_out(out: Path) -> dict[str, Any]:
+    """A run directory holds one run: an existing, non-empty --out is only ever finished with --resume."""
+    try:
+        used = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    except OSError:
+        used = False  # unreadable: open_for_run says so in its own words
+    if used:
+        raise InputError(f"--out {out} is not empty: finish that run with --resume, or {FRESH}")
+    return {}
+
+
+def resumable_manifest(store: Any, matrix_doc: dict[str, Any], build_args: dict[str, str]) -> dict[str, Any]:
+    """The manifest of the run --resume finishes, once it is proven to be the same run (one line otherwise)."""
+    from orchestrator.store import MANIFEST, RUN_DIR_SCHEMA
+
+    out = store.root
+    previous = store.read_manifest()
+    if not previous:
+        raise InputError(f"--resume: {out / MANIFEST} is missing, so nothing says which run {out} holds; {FRESH}")
+    if previous.get("run_dir_schema") != RUN_DIR_SCHEMA or not isinstance(previous.get("run_id"), str):
+        raise InputError(f"--resume: {out} was written by an older version, whose containers could write into the "
+                         f"cell directories, so its records cannot be trusted; {FRESH}")
+    before = previous.get("matrix") if isinstance(previous.get("matrix"), dict) else {}
+    changed = sorted(k for k in set(before) | set(matrix_doc) if before.get(k) != matrix_doc.get(k))
+    if changed:
+        raise InputError(f"--resume: the matrix differs from the one {out} was run with in {', '.join(changed)}; "
+                         f"use the same matrix and options, or {FRESH}")
+    if previous.get("build_args", {}) != build_args:
+        raise InputError(f"--resume: the build args differ from the run's ({previous.get('build_args')} vs "
+                         f"{build_args}); use the same --build-arg options, or {FRESH}")
+    return previous
+
+
+def environment_identity(env: Any) -> dict[str, Any]:
+    """What makes an environment the same one: the image id (docker, ray) or the interpreter (local)."""
+    return {k: v for k, v in (env.details or {}).items() if k in ("id", "python")}
+
+
+def pin_images(store: Any, run_id: str, manifest: dict[str, Any], resume: bool) -> Any:
+    """A check for the pipeline, once the environments are prepared and before any cell runs: the manifest records
+    every environment's identity ("images"); on --resume, a framework that already has measured cells must run
+    on the environments the run started with."""
+
+    def check(envs: dict[tuple[str, str | None], Any]) -> None:
+        pinned: dict[str, Any] = manifest.setdefault("images", {})
+        if resume:
+            measured = {r.framework for r in store.records(run_id) if r.status is not Status.BUILD_FAILED}
+            for (framework, variant), env in envs.items():
+                name = f"{framework}:{variant}" if variant else framework
+                then, now = pinned.get(name), environment_identity(env)
+                if framework in measured and env.error is None and isinstance(then, dict) and then != now:
+                    raise InputError(f"--resume: the image of {name} changed since the run started "
+                                     f"({', '.join(map(str, then.values()))} -> {', '.join(map(str, now.values()))}) "
+                                     f"and {framework} already has measured cells; restore it, or {FRESH}")
+        for (framework, variant), env in envs.items():
+            if env.error is None:
+                pinned[f"{framework}:{variant}" if variant else framework] = environment_identity(env)
+
+    return check
 
 
 def cmd_report(argv: list[str], console: Console) -> int:
@@ -339,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False)
     err = Console(stderr=True)
-    # SIGTERM (a scheduler, `kill`) stops a run as cleanly as Ctrl-C does.
+    # Our own handlers, whatever was inherited (a shell's background job starts with SIGINT ignored): Ctrl-C and
+    # SIGTERM (a scheduler, `kill`) both stop a run cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean, "new": cmd_new}
     try:
@@ -355,10 +434,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return cmd_run(argv, console)
     except InputError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {visible(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INPUT
     except OrchestrationError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {visible(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)

@@ -3,9 +3,9 @@ geometric mean of the ratios, and regressions / improvements (significant and mo
 
     python -m orchestrator compare RUN_A RUN_B [--markdown FILE]
 
-The U test uses the normal approximation with tie and continuity corrections (no SciPy dependency); with the
-benchmark's 50 timed batches per cell it is accurate to well under 0.01 in p. Per-batch times of one process
-are not fully independent (warm caches, clocks), so read p as a screen, not as proof.
+The U test is scipy.stats.mannwhitneyu (two-sided; exact for small samples without ties, otherwise the normal
+approximation with tie and continuity corrections), O(n log n) in the number of batches. Per-batch times of one
+process are not fully independent (warm caches, clocks), so read p as a screen, not as proof.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from scipy import stats
 
 from orchestrator.errors import InputError
 from orchestrator.report.load import LoadedRun, load_run, workload_times
 from orchestrator.results import CellRecord, Status
 from orchestrator.store import write_atomic
+from orchestrator.text import md_text, visible
 
 ALPHA = 0.05
 THRESHOLD = 0.05  # a change must also exceed 5% of the median to count as a regression or improvement
@@ -38,24 +39,18 @@ class UTest:
 
 
 def mann_whitney_u(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> UTest:
-    """Two-sided Mann-Whitney U test, normal approximation with tie and continuity corrections."""
+    """Two-sided Mann-Whitney U test of the first sample against the second (scipy.stats)."""
     a = np.asarray(x, dtype=np.float64)
     b = np.asarray(y, dtype=np.float64)
-    n1, n2 = a.size, b.size
-    if n1 == 0 or n2 == 0:
+    if a.size == 0 or b.size == 0:
         raise ValueError("both samples need at least one value")
-    ranks = pd.Series(np.concatenate([a, b])).rank(method="average").to_numpy()
-    u1 = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2)
-    n = n1 + n2
-    _, counts = np.unique(np.concatenate([a, b]), return_counts=True)
-    tie = float((counts**3 - counts).sum()) / (n * (n - 1)) if n > 1 else 0.0
-    var = n1 * n2 / 12.0 * ((n + 1) - tie)
-    mu = n1 * n2 / 2.0
-    if var <= 0:
-        return UTest(u1, 0.0, 1.0)  # every value identical: no evidence of a difference
-    diff = u1 - mu
-    z = (diff - math.copysign(0.5, diff)) / math.sqrt(var) if diff != 0 else 0.0
-    return UTest(u1, z, min(1.0, math.erfc(abs(z) / math.sqrt(2.0))))
+    mu = a.size * b.size / 2.0
+    if np.ptp(np.concatenate([a, b])) == 0:
+        return UTest(mu, 0.0, 1.0)  # every value identical: no evidence of a difference
+    res = stats.mannwhitneyu(a, b, alternative="two-sided", method="auto")
+    u, p = float(res.statistic), float(min(1.0, res.pvalue))
+    z = math.copysign(float(stats.norm.isf(p / 2.0)), u - mu) if u != mu else 0.0
+    return UTest(u, z, p)
 
 
 @dataclass(frozen=True)
@@ -188,13 +183,11 @@ def to_text(c: Comparison) -> str:
     out = [f"A: {c.a.root}  ({c.a.manifest.get('run_id', '?')})", f"B: {c.b.root}  ({c.b.manifest.get('run_id', '?')})",
            "", line, "-" * len(line)]
     out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in body]
-    return "\n".join([*out, "", *_summary(c)]) + "\n"
+    return visible("\n".join([*out, "", *_summary(c)])) + "\n"  # data never drives the terminal
 
 
 def _md(text: str) -> str:
-    import html
-
-    return html.escape(text, quote=False).replace("|", "\\|")
+    return md_text(text)
 
 
 def to_markdown(c: Comparison) -> str:

@@ -20,10 +20,14 @@ from pydantic import (
 
 from orchestrator.errors import InputError
 from orchestrator.frameworks import NAME_RE
+from orchestrator.workload_result import MAX_TIMES
 from orchestrator.yamlloc import line_of as _line_of
 from orchestrator.yamlloc import most_specific as _most_specific
 from orchestrator.yamlloc import one_line as _one_line
 from orchestrator.yamlloc import user_path as _user_path
+
+# Timed batches per cell: far beyond any useful median interval, and what one result file may hold.
+MAX_ITERS = MAX_TIMES // 2
 
 MAX_MATRIX_BYTES = 1 << 20
 # Aliases let a tiny YAML document describe a huge tree ("billion laughs"); we refuse past this many nodes.
@@ -92,7 +96,7 @@ class Matrix(BaseModel):
     classes: int = Field(default=5, ge=2)
     lr: PositiveFloat = 0.001
     warmup: int = Field(default=2, ge=0)
-    iters: PositiveInt = 50
+    iters: int = Field(default=50, ge=1, le=MAX_ITERS)
     seed: int = Field(default=0, ge=0)
     data_batches: PositiveInt = 4
     device: Literal["gpu", "cpu"] = "gpu"

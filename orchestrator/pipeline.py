@@ -1,24 +1,33 @@
 """The run, as small steps: prepare environments -> run cells on slots -> classify -> store, one cell at a time.
 
-A failing cell never stops the run; a finished cell is on disk before the next one is picked up; Ctrl-C
-stops the cells in flight, keeps everything finished and marks the run interrupted.
+A failing cell never stops the run (any exception while handling one cell becomes that cell's classified
+record); a finished cell is on disk before the next one is picked up; Ctrl-C stops the cells in flight, keeps
+everything finished and marks the run interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from orchestrator.classify import classify, impl_that_ran
 from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
-from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcome, Runner
+from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcome, Runner, io_dir
 from orchestrator.scheduler import run_on_slots
-from orchestrator.store import RunStore, write_atomic, write_json
+from orchestrator.store import RunStore, describe_error, remove_tree, write_atomic, write_json
+from orchestrator.workload_result import WorkloadResult
+
+# Errors of the run directory's storage, not of one cell: they stop the run (cli.py says so in one line).
+RUN_LEVEL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class Events:
@@ -50,10 +59,12 @@ def record_for(
     reason: str | None,
     duration_s: float,
     outcome: Outcome | None,
-    workload: dict[str, Any] | None,
+    workload: WorkloadResult | None,
     started_at: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> CellRecord:
-    stats = (workload or {}).get("stats_ms") or {}
+    # Our own statistics of the validated times, not the workload's summary of them.
+    times = np.asarray(workload.times_ms if workload and status is Status.OK else [], dtype=np.float64)
     return CellRecord(
         run_id=run_id,
         cell_id=cell.cell_id,
@@ -71,8 +82,9 @@ def record_for(
         duration_s=round(duration_s, 3),
         exit_code=outcome.exit_code if outcome else None,
         image=env.details or None,
-        median_ms=stats.get("median") if status is Status.OK else None,
-        mean_ms=stats.get("mean") if status is Status.OK else None,
+        params=params,
+        median_ms=float(np.median(times)) if times.size else None,
+        mean_ms=float(times.mean()) if times.size else None,
         # A failed build has no outcome: its log tail is the build's.
         log_tail=None if status is Status.OK else (outcome.log_tail if outcome else env.log_tail or "")[-4000:] or None,
         workload=workload,
@@ -103,26 +115,58 @@ def prepare_environments(
 def run_one(
     plan: Plan, runner: Runner, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None
 ) -> CellRecord | None:
-    """Run and classify one cell; None when it was aborted (so --resume runs it again)."""
-    matrix = plan.matrix
+    """Run and classify one cell; None when it was aborted (so --resume runs it again).
+
+    Whatever goes wrong while handling the cell (an OSError on what the workload left, a cleanup that fails)
+    becomes this cell's record: it never reaches the other cells or the run.
+    """
     label = plan.frameworks[cell.framework].row_label(cell.variant)
     started_at = precise_now()
+    params = cell.params(plan.matrix)
+    try:
+        return _run_one(plan, runner, store, run_id, cell, env, slot, label, started_at, params)
+    except OSError as exc:
+        if exc.errno in RUN_LEVEL_ERRNOS:
+            raise  # the run directory's disk, not this cell: the run stops with one line, as for any cell
+        return _unhandled(plan, store, run_id, cell, env, slot, label, started_at, params, exc)
+    except Exception as exc:
+        return _unhandled(plan, store, run_id, cell, env, slot, label, started_at, params, exc)
+
+
+def _unhandled(
+    plan: Plan, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None, label: str,
+    started_at: str, params: dict[str, Any], exc: Exception,
+) -> CellRecord:
+    why = f"the orchestrator could not handle this cell's output: {type(exc).__name__}: {describe_error(exc)}"
+    with contextlib.suppress(Exception):
+        remove_tree(io_dir(store.cell_dir(cell.cell_id)))
+    return record_for(cell, label, run_id, plan.matrix.device, slot, env, Status.INVALID_OUTPUT, why, 0.0,
+                      None, None, started_at, params)
+
+
+def _run_one(
+    plan: Plan, runner: Runner, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None,
+    label: str, started_at: str, params: dict[str, Any],
+) -> CellRecord | None:
+    matrix = plan.matrix
     if env.error is not None:
         return record_for(
             cell, label, run_id, matrix.device, slot, env, Status.BUILD_FAILED, env.error[-4000:], 0.0, None, None,
-            started_at,
+            started_at, params,
         )
     cell_dir = store.fresh_cell_dir(cell.cell_id)
-    write_json(cell_dir / PARAMS_FILE, cell.params(matrix))
+    write_json(cell_dir / PARAMS_FILE, params)
     outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s)
     if outcome.error == "aborted":
         return None
     write_atomic(cell_dir / LOG_FILE, outcome.log_tail)  # the output's tail, for every cell, ok ones too
-    status, reason, workload = classify(outcome, matrix.timeout_s)
-    return record_for(
+    status, reason, workload = classify(outcome, matrix.timeout_s, params)
+    record = record_for(
         cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload,
-        started_at,
+        started_at, params,
     )
+    remove_tree(io_dir(cell_dir))  # read once; what the workload left is not kept
+    return record
 
 
 def execute(
@@ -134,10 +178,13 @@ def execute(
     events: Events,
     resume: bool = False,
     on_record: Callable[[CellRecord], None] | None = None,
+    check_environments: Callable[[dict[tuple[str, str | None], Environment]], None] | None = None,
 ) -> RunSummary:
+    """Run the plan's cells not yet done. `check_environments` sees the prepared environments before any cell
+    runs (--resume: refuse an image that changed under cells already measured) and may raise InputError."""
     summary = RunSummary()
     order = [c.cell_id for c in plan.cells]
-    done = store.done_ids() if resume else set()
+    done = store.done_ids(run_id) if resume else set()
     todo = [c for c in plan.cells if c.cell_id not in done]
     summary.skipped_done = len(plan.cells) - len(todo)
     events.cells_planned(len(plan.cells), summary.skipped_done)
@@ -151,6 +198,8 @@ def execute(
         runner.abort()
         summary.interrupted = True
         return summary
+    if check_environments is not None:
+        check_environments(envs)
 
     stop = threading.Event()
     lock = threading.Lock()

@@ -7,9 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-RECORD_SCHEMA_VERSION = 1
+from orchestrator.workload_result import WORKLOAD_STATUSES, Scalar, WorkloadResult
+
+# 2: the cell's own params and a validated workload result; records of schema 1 still load for the report.
+RECORD_SCHEMA_VERSION = 2
 # Statuses a workload may report in its own JSON (workloads/harness.py WORKLOAD_STATUSES).
-WORKLOAD_REPORTED = {"ok", "oom", "recursion", "crashed", "unsupported"}
+WORKLOAD_REPORTED = set(WORKLOAD_STATUSES)
 
 
 class Status(str, enum.Enum):
@@ -45,7 +48,8 @@ _WORDS = {
 
 
 class CellRecord(BaseModel):
-    """One line of results.jsonl. Immutable; `workload` is the workload's own JSON, verbatim, when valid."""
+    """One line of results.jsonl. Immutable. `params` are the cell's own (what the report and FLOPs use);
+    `workload` is the workload's result, validated against its schema and the cell, when it was accepted."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
@@ -64,13 +68,26 @@ class CellRecord(BaseModel):
     reason: str | None = None
     duration_s: float
     exit_code: int | None = None
-    image: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None  # the environment it ran in: docker tag and image id, or the interpreter
+    params: dict[str, Scalar] | None = None  # absent in records of schema 1
     median_ms: float | None = None
     mean_ms: float | None = None
     log_tail: str | None = None
-    workload: dict[str, Any] | None = None
+    workload: WorkloadResult | None = None
     started_at: str | None = None  # UTC, milliseconds; absent in records of older runs
     finished_at: str
+
+    @property
+    def cell_params(self) -> dict[str, Any] | None:
+        """The cell's own params; records of schema 1 lack them and fall back to the workload's echo."""
+        if self.params is not None:
+            return dict(self.params)
+        return dict(self.workload.params) if self.workload is not None else None
+
+    @property
+    def times_ms(self) -> list[float]:
+        """The per-batch times of an ok cell; empty for anything else."""
+        return list(self.workload.times_ms) if self.workload is not None and self.status is Status.OK else []
 
     def to_json_line(self) -> str:
         return self.model_dump_json() + "\n"

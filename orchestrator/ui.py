@@ -15,6 +15,7 @@ from orchestrator.pipeline import Events
 from orchestrator.plan import Cell
 from orchestrator.results import CellRecord, Status
 from orchestrator.runners.base import Environment, strip_ansi
+from orchestrator.text import visible
 
 HEADLINE_CHARS = 160  # long enough for "exit code 1: ModuleNotFoundError: No module named '...'"
 _STYLE = {Status.OK: "green", Status.SKIPPED: "dim", Status.UNSUPPORTED: "yellow", Status.OOM: "yellow"}
@@ -88,7 +89,7 @@ class RichEvents(Events):
         self.progress.advance(self._cells_task)
         style = _STYLE.get(record.status, "red")
         value = f"{record.median_ms:.1f} ms" if record.median_ms is not None else (record.reason or "")
-        value = escape(headline(value, HEADLINE_CHARS))
+        value = escape(visible(headline(value, HEADLINE_CHARS)))
         self.console.print(
             f"  [{style}]{record.status.value:>14}[/] {record.cell_id}  {value}", markup=True, highlight=False
         )
@@ -126,5 +127,5 @@ def summary_table(records: list[CellRecord]) -> Table:
                 row.append(f"[red]{escape(group[0].status.word)}[/]")
             else:
                 row.append("")
-        table.add_row(escape(label), *row)
+        table.add_row(escape(visible(label)), *row)
     return table

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -78,6 +79,13 @@ def project_copy(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+def default_signals() -> None:
+    """preexec_fn for every CLI the tests start: default signal dispositions, whatever pytest inherited (a shell's
+    background job starts with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_cli(
     args: list[str], cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -90,6 +98,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=default_signals,
     )
 
 

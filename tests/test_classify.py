@@ -22,14 +22,23 @@ def outcome(**kw: object) -> Outcome:
     return Outcome(**base)  # type: ignore[arg-type]
 
 
+PARAMS = {"framework": "x", "variant": None, "impl": "default", "hidden": 16, "lr": 0.001, "device": "cpu"}
+
+
 def doc(status: str, **kw: object) -> str:
+    """A complete result as workloads/harness.py writes it (orchestrator/workload_result.py)."""
     d = {
         "schema_version": 1,
+        "kind": "lstm-bench.workload-result",
         "status": status,
         "framework": "x",
-        "params": {},
+        "variant": None,
+        "impl": "default",
+        "params": dict(PARAMS),
+        "versions": {"python": "3.11.2"},
+        "device": {"kind": "cpu", "name": "cpu"},
         "times_ms": [1.0, 2.0],
-        "stats_ms": {"median": 1.5},
+        "stats_ms": {"mean": 1.5, "median": 1.5, "std": 0.7, "min": 1.0, "max": 2.0},
         "message": None,
     }
     d.update(kw)
@@ -81,3 +90,32 @@ def test_log_tail_is_bounded() -> None:
     tail.feed("x" * 10_000)
     text = tail.text()
     assert len(text) <= 100 and text.endswith("x")
+
+
+def test_a_result_about_another_cell_names_the_key() -> None:
+    s, reason, d = classify(outcome(result_text=doc("ok", params={**PARAMS, "hidden": 99999})), 5, PARAMS)
+    assert s is Status.INVALID_OUTPUT and d is None and "params.hidden" in (reason or "")
+    s, reason, _ = classify(outcome(result_text=doc("ok", framework="torch")), 5, PARAMS)
+    assert s is Status.INVALID_OUTPUT and "framework" in (reason or "")
+    s, reason, _ = classify(outcome(result_text=doc("ok", params={**PARAMS, "extra": 1})), 5, PARAMS)
+    assert s is Status.INVALID_OUTPUT and "params.extra" in (reason or "")
+    assert classify(outcome(result_text=doc("ok")), 5, PARAMS)[0] is Status.OK
+
+
+def test_strict_schema_names_the_key() -> None:
+    cases = {
+        "stats_ms.median": doc("ok", stats_ms={"mean": 1, "median": "fast", "std": 0, "min": 1, "max": 1}),
+        "device": doc("ok", device="a string"),
+        "times_ms.0": doc("ok", times_ms=[1e308]),
+        "unexpected": doc("ok", surprise=1),
+    }
+    for word, text in cases.items():
+        s, reason, _ = classify(outcome(result_text=text), 5, PARAMS)
+        assert s is Status.INVALID_OUTPUT and word in (reason or "").replace("surprise: Extra", "unexpected"), reason
+
+
+def test_a_result_file_that_could_not_be_read_or_stray_files_are_invalid_output() -> None:
+    s, reason, _ = classify(outcome(result_problem="result.json is a FIFO (named pipe), not a regular file"), 5)
+    assert s is Status.INVALID_OUTPUT and "FIFO" in (reason or "")
+    s, reason, _ = classify(outcome(result_text=doc("ok"), stray=("'record.json'",)), 5, PARAMS)
+    assert s is Status.INVALID_OUTPUT and "record.json" in (reason or "")

@@ -45,7 +45,7 @@ def test_u_test_agrees_with_exact_enumeration() -> None:
 
 
 def test_u_test_handles_ties_and_identical_samples(real_run: Path) -> None:
-    times = load_run(real_run).records[0].workload["times_ms"]
+    times = load_run(real_run).records[0].times_ms
     assert mann_whitney_u(times, times).p == 1.0
     assert mann_whitney_u([1.0] * 5, [1.0] * 6).p == 1.0
     tied = mann_whitney_u([1, 1, 2, 2, 3], [2, 3, 3, 4, 4])
@@ -62,7 +62,7 @@ def test_compare_two_real_runs(real_run: Path, real_run_b: Path, tmp_path: Path)
     md = tmp_path / "cmp.md"
     text = compare(real_run, real_run_b, md)
     a, b = load_run(real_run).records, load_run(real_run_b).records
-    ratios = [float(np.median(rb.workload["times_ms"]) / np.median(ra.workload["times_ms"]))
+    ratios = [float(np.median(rb.workload.times_ms) / np.median(ra.workload.times_ms))
               for ra, rb in zip(a, b, strict=True)]
     gm = math.exp(sum(map(math.log, ratios)) / len(ratios))
     assert f"geometric mean of B/A over {len(ratios)} cells: {gm:.3f}" in text

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, run_cli
+from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, default_signals, run_cli
 
 pytestmark = pytest.mark.docker
 
@@ -54,6 +54,7 @@ def start_cli(args: list[str], cwd: Path, logs: Path) -> subprocess.Popen[bytes]
         env=env,
         stdout=(logs / "stdout").open("wb"),
         stderr=(logs / "stderr").open("wb"),
+        preexec_fn=default_signals,
     )
 
 
@@ -255,15 +256,18 @@ def test_second_run_on_the_same_out_is_refused(
     docker_client: Any, base_image: str, project: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    args = run_args(out, "--only", "chaos:slow", "--hidden", "16")
+    # Long enough (80 steps of 0.5 s) that the first run is still going while the two others start.
+    args = run_args(out, "--only", "chaos:slow", "--hidden", "16", "--set", "iters=80")
     first = start_cli(args, project, tmp_path / "logs")
     wait_for_running(docker_client, SLOW_CELLS[0], first)
-    second = run_cli(args, cwd=project)
+    fresh = run_cli(args, cwd=project)  # a used --out is only ever finished with --resume
+    assert fresh.returncode == 2 and "--resume" in one_line(fresh.stderr), fresh.stdout + fresh.stderr
+    second = run_cli([*args, "--resume"], cwd=project)
     assert second.returncode == 1, second.stdout + second.stderr
     line = one_line(second.stderr)
     assert f"output directory {out} is in use by another run" in line and "another --out" in line
 
-    assert first.wait(timeout=120) == 0, stderr_of(tmp_path / "logs")  # the first run did not notice
+    assert first.wait(timeout=300) == 0, stderr_of(tmp_path / "logs")  # the first run did not notice
     records = assert_nothing_corrupt(out)
     assert [r["status"] for r in records.values()] == ["ok"]
     assert json.loads((out / "manifest.json").read_text())["state"] == "complete"

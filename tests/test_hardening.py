@@ -113,14 +113,18 @@ def test_no_network(running: dict[str, Any]) -> None:
 def test_read_only_rootfs_and_the_results_dir_the_only_writable_mount(running: dict[str, Any]) -> None:
     assert running["attrs"]["HostConfig"]["ReadonlyRootfs"] is True
     assert not running["attrs"]["HostConfig"]["Binds"]
-    mounts = running["attrs"]["Mounts"]
-    assert [(m["Type"], m["Destination"], m["RW"]) for m in mounts] == [("bind", "/results", True)]
-    assert Path(mounts[0]["Source"]) == running["cell_dir"].resolve()
+    mounts = sorted(running["attrs"]["Mounts"], key=lambda m: m["Destination"])
+    # The cell's io/ is the only writable mount; params.json is read-only; record.json and log.txt are out of reach.
+    assert [(m["Type"], m["Destination"], m["RW"]) for m in mounts] == [
+        ("bind", "/params.json", False), ("bind", "/results", True)]
+    assert Path(mounts[1]["Source"]) == (running["cell_dir"] / "io").resolve()
     assert list(running["attrs"]["HostConfig"]["Tmpfs"]) == ["/tmp"]  # scratch space in memory, not on the host
     code, out = exec_in(running, "touch", "/opt/lstm-bench/workloads/evil.py")
     assert code != 0 and "Read-only file system" in out
+    code, out = exec_in(running, "sh", "-c", "echo x > /params.json")
+    assert code != 0 and "Read-only file system" in out
     assert exec_in(running, "touch", "/results/probe")[0] == 0
-    assert (running["cell_dir"] / "probe").is_file()
+    assert (running["cell_dir"] / "io" / "probe").is_file()
 
 
 def test_memory_without_swap_and_a_pids_limit(running: dict[str, Any]) -> None:

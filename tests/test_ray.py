@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'ray[
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE, pull_on_node  # noqa: E402
-from tests.conftest import BUILD_ARG, FIXTURES, copy_project, run_cli  # noqa: E402
+from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, run_cli  # noqa: E402
 from tests.test_scheduler import assert_one_cell_per_slot, intervals, load_records  # noqa: E402
 
 pytestmark = pytest.mark.docker
@@ -68,7 +68,7 @@ def cli(project: Path, cluster: Cluster, out: Path, *extra: str) -> list[str]:
 def start(project: Path, args: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(project)}
     return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
 
 
 def wait_for(predicate: Any, proc: subprocess.Popen[str], what: str, limit_s: float = 150) -> Any:

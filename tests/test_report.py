@@ -29,7 +29,7 @@ def md_section_table(md: str, heading: str) -> list[list[str]]:
 
 
 def pooled_median(records: list, hidden: int) -> float:
-    times = [t for r in records if r.hidden == hidden and r.status is Status.OK for t in r.workload["times_ms"]]
+    times = [t for r in records if r.hidden == hidden and r.status is Status.OK for t in r.workload.times_ms]
     return float(np.median(times))
 
 
@@ -66,8 +66,8 @@ def test_results_csv_and_report_json_hold_the_real_numbers(real_run: Path, tmp_p
     frame = pd.read_csv(tmp_path / "results.csv")
     assert list(frame["cell_id"]) == [r.cell_id for r in records]
     for rec, (_, row) in zip(records, frame.iterrows(), strict=True):
-        assert row["median_ms"] == pytest.approx(float(np.median(rec.workload["times_ms"])))
-        assert row["n_times"] == len(rec.workload["times_ms"])
+        assert row["median_ms"] == pytest.approx(float(np.median(rec.workload.times_ms)))
+        assert row["n_times"] == len(rec.workload.times_ms)
         assert row["status"] == "ok" and row["equivalence"] == "ok"
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["run_id"] == records[0].run_id
@@ -81,9 +81,9 @@ def test_repeats_are_pooled(repeated_run: Path, tmp_path: Path) -> None:
     assert sorted(r.repeat for r in records) == [0, 1, 2]
     (cell,) = json.loads((tmp_path / "report.json").read_text())["cells"]
     assert cell["repeats"] == 3 and cell["repeats_ok"] == 3
-    assert cell["stats_ms"]["n"] == sum(len(r.workload["times_ms"]) for r in records)
+    assert cell["stats_ms"]["n"] == sum(len(r.workload.times_ms) for r in records)
     assert cell["stats_ms"]["median"] == pytest.approx(pooled_median(list(records), records[0].hidden))
-    assert cell["repeat_medians_ms"] == pytest.approx([float(np.median(r.workload["times_ms"])) for r in records])
+    assert cell["repeat_medians_ms"] == pytest.approx([float(np.median(r.workload.times_ms)) for r in records])
 
 
 def test_a_failed_repeat_is_left_out_of_the_pool_and_said(repeated_run: Path, tmp_path: Path) -> None:
@@ -118,8 +118,9 @@ def test_failed_cells_show_the_2016_word_and_their_reason(real_run: Path, tmp_pa
 def as_gpu_cell(rec: CellRecord) -> CellRecord:
     """The same real measurement filed as a GPU cell (the baseline needs the 2016 workload on a GPU)."""
     assert rec.workload is not None
-    workload = {**rec.workload, "params": {**rec.workload["params"], "device": "gpu"}}
-    return rec.model_copy(update={"device": "gpu", "workload": workload})
+    workload = rec.workload.model_copy(update={"params": {**rec.workload.params, "device": "gpu"}})
+    params = {**(rec.params or {}), "device": "gpu"}
+    return rec.model_copy(update={"device": "gpu", "workload": workload, "params": params})
 
 
 def test_a_2016_row_gets_the_baseline_and_speed_up(run_h128: Path, tmp_path: Path) -> None:
@@ -129,7 +130,7 @@ def test_a_2016_row_gets_the_baseline_and_speed_up(run_h128: Path, tmp_path: Pat
     written = render(run)
     assert "speedup_vs_2016.png" in {p.name for p in written}
     (cell,) = json.loads((run / "report.json").read_text())["cells"]
-    median = float(np.median(rec.workload["times_ms"]))
+    median = float(np.median(rec.workload.times_ms))
     then = load_baseline().cell("theano", 128)
     assert cell["original_row"] == "theano" and cell["baseline_2016"]["ms"] == then.ms
     assert cell["speedup_vs_2016"] == pytest.approx(then.ms / median)
@@ -145,7 +146,7 @@ def test_no_speed_up_against_2016_for_another_workload(run_h128: Path, real_run:
     (rec,) = load_run(run_h128).records
     tiny = load_run(real_run).records[0]
     for i, other in enumerate([as_framework(rec, "theano", "theano"), as_framework(as_gpu_cell(tiny), "theano",
-                                                                                  "theano")]):
+                                                                                  "theano", run_id=rec.run_id)]):
         run = derived_run(run_h128, tmp_path / f"run{i}", replace={rec.cell_id: other})
         written = render(run)
         assert "speedup_vs_2016.png" not in {p.name for p in written}

@@ -54,7 +54,7 @@ def test_median_interval_covers_the_true_median_as_promised() -> None:
 
 
 def test_describe_on_real_times(real_run: Path) -> None:
-    times = load_run(real_run).records[0].workload["times_ms"]
+    times = load_run(real_run).records[0].workload.times_ms
     s = describe(times)
     assert s.n == len(times) and s.median == pytest.approx(float(np.median(times)))
     assert s.ci_low <= s.median <= s.ci_high
@@ -62,7 +62,7 @@ def test_describe_on_real_times(real_run: Path) -> None:
 
 
 def test_modified_z_flags_a_far_value_and_nothing_in_constant_data(real_run: Path) -> None:
-    times = list(load_run(real_run).records[0].workload["times_ms"])
+    times = list(load_run(real_run).records[0].workload.times_ms)
     far = float(np.median(times)) * 50
     z = modified_z([*times, far])
     assert abs(z[-1]) > 3.5
@@ -171,8 +171,8 @@ def test_host_reference_agrees_with_the_reference_workload(real_run: Path) -> No
 
 def test_a_wrong_loss_is_a_mismatch(real_run: Path) -> None:
     rec = load_run(real_run).records[0]
-    w = dict(rec.workload)
-    w["loss_after_one_step"] = w["loss_after_one_step"] * (1 + 10 * TOLERANCE)
+    assert rec.workload is not None and rec.workload.loss_after_one_step is not None
+    w = rec.workload.model_copy(update={"loss_after_one_step": rec.workload.loss_after_one_step * (1 + 10 * TOLERANCE)})
     e = Oracle([]).check([rec.model_copy(update={"workload": w})])
     assert e.verdict == "mismatch" and e.symbol == "✗"
     assert e.rel_dev == pytest.approx(10 * TOLERANCE, rel=1e-3)
@@ -181,11 +181,11 @@ def test_a_wrong_loss_is_a_mismatch(real_run: Path) -> None:
 def test_a_cell_in_the_run_is_used_as_reference(real_run: Path) -> None:
     records = load_run(real_run).records
     oracle = Oracle(records)
-    big = dict(records[0].workload["params"], hidden=2048, batch=128, seq_len=64, vocab=10000)
+    big = dict(records[0].workload.params, hidden=2048, batch=128, seq_len=64, vocab=10000)
     assert "too large" in Oracle([]).reference(big)  # type: ignore[operator]
-    assert oracle.reference(records[0].workload["params"]).source == records[0].cell_id  # type: ignore[union-attr]
+    assert oracle.reference(records[0].workload.params).source == records[0].cell_id  # type: ignore[union-attr]
 
 
 def test_reference_losses_are_cached_per_params(real_run: Path) -> None:
-    params = load_run(real_run).records[0].workload["params"]
+    params = load_run(real_run).records[0].workload.params
     assert reference_losses(params) is reference_losses(dict(params, framework="other", iters=99))

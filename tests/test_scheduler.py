@@ -21,7 +21,7 @@ from orchestrator import gpus
 from orchestrator.errors import InputError
 from orchestrator.results import CellRecord
 from orchestrator.scheduler import SlotPool, cpusets, run_on_slots
-from tests.conftest import BUILD_ARG, FIXTURES, copy_project, run_cli
+from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, run_cli
 
 # Two timed steps of chaos:slow sleep 1 s; with container start-up a cell takes ~2.5-3 s on this machine.
 SLOW = ["--only", "chaos:slow", "--device", "cpu", "--build-arg", BUILD_ARG, "--no-report", "-q",
@@ -208,7 +208,8 @@ def test_pinned_cpu_slots_get_disjoint_cpusets(chaos_project: Path, base_image: 
            "--out", str(out)]
     seen: dict[str, str] = {}
     session = {"label": f"lstm-bench.session={os.environ['LSTM_BENCH_SESSION']}"}
-    proc = subprocess.Popen(cmd, cwd=chaos_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=chaos_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     try:
         while proc.poll() is None:
             for c in docker_client.containers.list(filters=session):
@@ -234,7 +235,8 @@ def test_ctrl_c_with_two_cells_in_flight_keeps_finished_cells_only(chaos_project
     args = ["matrix.yaml", *SLOW, *FOUR_CELLS, "--slots", "2", "--set", "iters=6", "--out", str(out)]
     cmd = [sys.executable, "-m", "orchestrator", *args]
     session = {"label": f"lstm-bench.session={os.environ['LSTM_BENCH_SESSION']}"}
-    proc = subprocess.Popen(cmd, cwd=chaos_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=chaos_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     try:
         deadline = time.monotonic() + 120
         while len(docker_client.containers.list(filters=session)) < 2:
@@ -273,6 +275,7 @@ def test_each_gpu_slot_pins_exactly_its_own_gpu(docker_client: Any, base_image: 
     for slot in slots:
         cell_dir = tmp_path / slot
         cell_dir.mkdir()
+        (cell_dir / "params.json").write_text("{}\n")  # mounted read-only into the container
         cell = Cell("numpy-reference", None, "default", 16, int(slot))
         container = docker_client.containers.create(**runner.container_config(cell, env, cell_dir, slot))
         try:

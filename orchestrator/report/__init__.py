@@ -34,6 +34,7 @@ def render(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     from orchestrator.report.plots import render_plots
     from orchestrator.report.tables import all_tables
     from orchestrator.store import write_atomic
+    from orchestrator.text import csv_cell
 
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
@@ -47,7 +48,7 @@ def render(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     md = render_markdown(analysis, title, tables, [(p.name, c) for p, c in plots], skipped)
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.html", render_html(analysis, title, tables, plots, skipped))
-    write_atomic(out / "results.csv", results_frame(analysis).to_csv(index=False))
+    write_atomic(out / "results.csv", results_frame(analysis).map(csv_cell).to_csv(index=False))
     original = tables[0]
     doc = report_doc(analysis, original.rows, original.headers)
     write_atomic(out / "report.json", json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")

@@ -163,7 +163,7 @@ def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, An
     times = [t for r in ok for t in workload_times(r)]
     stats = describe(times) if times else None
     status = Status.OK if ok else failures[0].status
-    params = next((r.workload["params"] for r in recs if r.workload and r.workload.get("params")), None)
+    params = next((r.cell_params for r in recs if r.cell_params), None)  # the cell's own, never the echo
     # A 2016 number is only a baseline for the same workload on a GPU; a smoke run at other sizes gets none.
     then = baseline.cell(row.original_row, hidden) if comparable_to_2016(params) else None
     g = Group(row, hidden, recs, status, stats, failures, then)
@@ -218,7 +218,7 @@ def _ci(s: TimeStats) -> str:
 
 
 def _warnings(a: Analysis) -> list[str]:
-    out = []
+    out = list(a.run.warnings)
     for h in a.hidden:
         ranked = sorted((g for (_, gh), g in a.groups.items() if gh == h and g.stats), key=lambda g: g.median or 0)
         for x, y in itertools.pairwise(ranked):

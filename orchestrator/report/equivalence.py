@@ -96,10 +96,10 @@ class Oracle:
         self.max_flops = max_flops
         self.in_run: dict[tuple[Any, ...], Reference] = {}
         for rec in records:
-            w = rec.workload or {}
-            if rec.framework == REFERENCE_FRAMEWORK and _finite(w.get("loss_initial"), w.get("loss_after_one_step")):
+            w, params = rec.workload, rec.cell_params
+            if rec.framework == REFERENCE_FRAMEWORK and w and params and _finite(w.loss_initial, w.loss_after_one_step):
                 self.in_run.setdefault(
-                    params_key(w["params"]), Reference(w["loss_initial"], w["loss_after_one_step"], rec.cell_id)
+                    params_key(params), Reference(w.loss_initial, w.loss_after_one_step, rec.cell_id)  # type: ignore[arg-type]
                 )
 
     def reference(self, params: dict[str, Any]) -> Reference | str:
@@ -117,21 +117,22 @@ class Oracle:
 
     def check(self, records: list[CellRecord]) -> Equivalence:
         """One verdict for the repeats of a cell: the worst deviation among those that reported their losses."""
-        probed = [r for r in records if r.workload and _finite(r.workload.get("loss_initial"),
-                                                                 r.workload.get("loss_after_one_step"))]
-        counts = next(((r.workload.get("param_count"), r.workload.get("param_count_expected"))
+        probed = [r for r in records if r.workload and r.cell_params
+                  and _finite(r.workload.loss_initial, r.workload.loss_after_one_step)]
+        counts = next(((r.workload.param_count, r.workload.param_count_expected)
                        for r in records if r.workload), (None, None))
         if not probed:
             failed = next((r for r in records if r.status is not Status.OK), None)
             why = f"no probe losses: {failed.status.value} before the probe" if failed else "no probe losses"
             return Equivalence("n/a", why=why, param_count=counts[0], param_count_expected=counts[1])
-        ref = self.reference(probed[0].workload["params"])  # type: ignore[index]
+        ref = self.reference(probed[0].cell_params or {})
         if isinstance(ref, str):
             return Equivalence("n/a", why=ref, param_count=counts[0], param_count_expected=counts[1])
         dev, ratio = 0.0, None
         for rec in probed:
-            w = rec.workload or {}
-            ours = (float(w["loss_initial"]), float(w["loss_after_one_step"]))
+            w = rec.workload
+            assert w is not None and w.loss_initial is not None and w.loss_after_one_step is not None
+            ours = (float(w.loss_initial), float(w.loss_after_one_step))
             dev = max(dev, _rel(ours[0], ref.loss_initial), _rel(ours[1], ref.loss_after_one_step))
             ref_delta = ref.loss_after_one_step - ref.loss_initial
             if ref_delta != 0 and ratio is None:

@@ -27,7 +27,7 @@ def results_frame(a: Analysis) -> pd.DataFrame:
         for rec in g.records:
             times = workload_times(rec)
             s = describe(times) if times and rec.status.value == "ok" else None
-            w = rec.workload or {}
+            w = rec.workload
             e = g.equivalence
             rows.append({
                 "run_id": rec.run_id, "cell_id": rec.cell_id, "framework": rec.framework, "variant": rec.variant,
@@ -42,10 +42,12 @@ def results_frame(a: Analysis) -> pd.DataFrame:
                 "flops_per_step": g.flops,
                 "tflops": g.flops / s.median / 1e9 if s and g.flops and s.median > 0 else None,
                 "baseline_2016_ms": g.baseline.ms if g.baseline else None,
-                "loss_initial": w.get("loss_initial"), "loss_after_one_step": w.get("loss_after_one_step"),
+                "loss_initial": w.loss_initial if w else None,
+                "loss_after_one_step": w.loss_after_one_step if w else None,
                 "equivalence": e.verdict if e else None, "equivalence_rel_dev": e.rel_dev if e else None,
-                "param_count": w.get("param_count"), "param_count_expected": w.get("param_count_expected"),
-                "peak_memory_bytes": w.get("peak_memory_bytes"), "setup_s": w.get("setup_s"),
+                "param_count": w.param_count if w else None,
+                "param_count_expected": w.param_count_expected if w else None,
+                "peak_memory_bytes": w.peak_memory_bytes if w else None, "setup_s": w.setup_s if w else None,
                 "finished_at": rec.finished_at,
             })
     order = {cid: i for i, cid in enumerate(r.cell_id for r in a.run.records)}

@@ -12,15 +12,17 @@ from orchestrator.report.analyze import Analysis
 from orchestrator.report.markdown import summary_line
 from orchestrator.report.tables import NOT_RUN, Table
 from orchestrator.results import Status
+from orchestrator.text import visible
 
 _NUMERIC = re.compile(r"[0-9.,–×%†e+ -]+")
 _FAIL_WORDS = {s.word for s in Status if s is not Status.OK} | {s.value for s in Status if s is not Status.OK}
 
 
 def _environment() -> Environment:
-    # autoescape on for every template: failure reasons and labels come from workloads and must stay text.
+    # autoescape on for every template: failure reasons and labels come from workloads and must stay text;
+    # finalize makes control and bidi characters visible in every expression before it is escaped.
     return Environment(loader=PackageLoader("orchestrator.report", "templates"),
-                       autoescape=select_autoescape(default=True, default_for_string=True))
+                       autoescape=select_autoescape(default=True, default_for_string=True), finalize=visible)
 
 
 def _classify(table: str, column: int, text: str) -> str:

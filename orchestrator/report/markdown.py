@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import html
-
 from orchestrator.report.analyze import Analysis
 from orchestrator.report.tables import Table
+from orchestrator.text import md_text
 
 
 def md_escape(text: str) -> str:
-    """Safe inside a Markdown table cell: HTML escaped (Markdown renders raw HTML), pipes and newlines neutralised."""
-    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+    """Safe inside a Markdown table cell (orchestrator/text.py md_text): shown as written, never markup, a link,
+    HTML or a control sequence; newlines and pipes neutralised."""
+    return md_text(text)
 
 
 def md_table(t: Table) -> str:

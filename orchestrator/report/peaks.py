@@ -14,6 +14,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from orchestrator.workload_result import WorkloadResult
+
 
 @dataclass(frozen=True)
 class GpuPeak:
@@ -46,7 +48,7 @@ def lookup(name: str | None) -> GpuPeak | None:
 
 
 def gpu_name(
-    record_slot: str | None, device: str, manifest: dict[str, Any], workload: dict[str, Any] | None
+    record_slot: str | None, device: str, manifest: dict[str, Any], workload: WorkloadResult | None
 ) -> str | None:
     """The GPU a cell ran on: the manifest's GPU of its slot, the only GPU, or what the workload reported."""
     if device != "gpu":
@@ -60,5 +62,5 @@ def gpu_name(
     names = {str(g["name"]) for g in gpus if g.get("name")}
     if len(names) == 1:
         return names.pop()
-    reported = ((workload or {}).get("device") or {}).get("name")
+    reported = workload.device.name if workload is not None else None
     return str(reported) if reported else None

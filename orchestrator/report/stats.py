@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 CONFIDENCE = 0.95
 # Iglewicz & Hoaglin's rule: |modified z| > 3.5 marks a likely outlier; 0.6745 makes MAD comparable to a sd.
@@ -39,23 +40,23 @@ class TimeStats:
 
 
 def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, float]:
-    """The largest 1-based rank r with coverage(r) >= confidence (r = 1 if none reaches it), and that coverage."""
+    """The largest 1-based rank r with coverage(r) >= confidence (r = 1 if none reaches it), and that coverage.
+
+    coverage(r) = 1 - 2 * P(Bin(n, 1/2) <= r - 1); the binomial quantile gives r directly (scipy.stats, O(1) in
+    n), so a cell of millions of batches costs no more than its sort.
+    """
     if n < 1:
         raise ValueError("need at least one sample")
-    # Exact integers: P(Bin(n, 1/2) <= k) = sum_{i<=k} C(n, i) / 2^n; int / int division is correctly rounded.
-    total = 1 << n
-    tail, comb = 0, 1  # comb = C(n, r - 1)
-    best: tuple[int, float] | None = None
-    for r in range(1, (n + 1) // 2 + 1):
-        tail += comb
-        coverage = 1.0 - 2.0 * (tail / total)
-        if best is None or coverage >= confidence:
-            best = (r, coverage)
-        if coverage < confidence:
-            break
-        comb = comb * (n - r + 1) // r
-    assert best is not None
-    return best
+    alpha_half = (1.0 - confidence) / 2.0
+    k = int(stats.binom.ppf(alpha_half, n, 0.5))  # smallest k with P(X <= k) >= alpha/2
+    if k >= 0 and stats.binom.cdf(k, n, 0.5) > alpha_half:
+        k -= 1  # the largest k with P(X <= k) <= alpha/2; r = k + 1
+    r = min(max(k + 1, 1), (n + 1) // 2)
+    return r, _coverage(n, r)
+
+
+def _coverage(n: int, r: int) -> float:
+    return float(1.0 - 2.0 * stats.binom.cdf(r - 1, n, 0.5))
 
 
 def modified_z(values: Sequence[float]) -> np.ndarray:

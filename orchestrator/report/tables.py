@@ -151,11 +151,12 @@ def peak_table(a: Analysis) -> Table:
                  "Dense datasheet peaks (no 2:4 sparsity): fp32 on the CUDA cores, TF32 on the tensor cores.")
 
 
-def flat(value: Any, prefix: str = "") -> str:
-    """'a 1, b.c 2' for nested mappings: one readable line per manifest entry."""
-    if not isinstance(value, dict):
-        return f"{prefix} {value}".strip()
-    parts = [flat(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in value.items() if v not in (None, "", {}, [])]
+def flat(value: Any, prefix: str = "", depth: int = 0) -> str:
+    """'a 1, b.c 2' for nested mappings: one readable line per manifest entry (a few levels deep at most)."""
+    if not isinstance(value, dict) or depth >= 4:
+        return f"{prefix} {str(value)[:400]}".strip()
+    parts = [flat(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
+             for k, v in value.items() if v not in (None, "", {}, [])]
     return ", ".join(parts)
 
 
@@ -191,13 +192,13 @@ def versions_table(a: Analysis) -> Table:
         rec = next((r for h in a.hidden if (g := a.group(row, h)) for r in g.records if r.workload), None)
         if rec is None:
             continue
-        w = rec.workload or {}
-        versions = ", ".join(f"{k} {v}" for k, v in (w.get("versions") or {}).items() if v)
+        w = rec.workload
+        versions = ", ".join(f"{k} {v}" for k, v in (w.versions if w else {}).items() if v)
         image = rec.image or {}
         ident = image.get("tag") or image.get("image") or image.get("python") or ""
         if image.get("id"):
             ident = f"{ident} ({str(image['id'])[:19]})"
-        rows.append([row.label, versions, (w.get("device") or {}).get("name") or rec.device, one_line(ident, 200)])
+        rows.append([row.label, versions, (w.device.name if w else None) or rec.device, one_line(ident, 200)])
     return Table("versions", "Versions and images", ["framework", "versions", "device", "image / interpreter"], rows)
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import collections
+import errno
+import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,11 @@ LOG_TAIL_CHARS = 8000
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"
+# The only directory a workload may write (the container's /results): result.json and nothing else. Everything
+# the orchestrator trusts (params.json, record.json, log.txt) lives beside it, out of the workload's reach.
+IO_DIR = "io"
 MAX_RESULT_BYTES = 64 << 20
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # Terminal escape sequences (colours, cursor moves) that pip, docker and frameworks print: noise in a record.
 ANSI_RE = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -45,13 +52,15 @@ class Outcome:
     exit_code: int | None
     timed_out: bool
     oom_killed: bool
-    result_text: str | None  # the workload's JSON, verbatim, when the file exists
+    result_text: str | None  # the workload's JSON, verbatim, when a regular result file exists
     log_tail: str
     duration_s: float
     error: str | None = None  # the runner could not start or follow the cell
     memory_limited: bool = False  # a memory limit applied, so a bare SIGKILL most likely is the limit
     placement: str | None = None  # where the cell ran, when the runner chose it (Ray: node and GPU)
     started_at: str | None = None  # when the cell really started, when that is not when it was handed over
+    result_problem: str | None = None  # why the result file could not be read (a FIFO, a link, too large, ...)
+    stray: tuple[str, ...] = ()  # what else the workload left in its output directory
 
 
 class Runner(Protocol):
@@ -98,12 +107,84 @@ class LogTail:
         return strip_ansi("\n".join(lines))[-self._chars :]
 
 
-def read_result(cell_dir: Path) -> str | None:
-    """The workload's result file, at most MAX_RESULT_BYTES of it (a larger one cannot be valid; it fails to parse)."""
-    path = cell_dir / RESULT_FILE
+def io_dir(cell_dir: Path) -> Path:
+    """The cell's output directory: the container's /results (the local runner's --out directory)."""
+    return cell_dir / IO_DIR
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    text: str | None = None  # the file's content when it is a regular file of acceptable size
+    problem: str | None = None  # otherwise what was found instead; both None: there is no result file
+    stray: tuple[str, ...] = ()  # other entries in the output directory (sorted, at most a few)
+
+    def outcome_fields(self) -> dict[str, Any]:
+        return {"result_text": self.text, "result_problem": self.problem, "stray": self.stray}
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISLNK, "a symbolic link"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def read_result(cell_dir: Path) -> ResultFile:
+    """The workload's result file, read without trusting it: only a regular file (no link followed, never a
+    blocking open or read), at most MAX_RESULT_BYTES; anything else is described, not read."""
     try:
-        with path.open("rb") as f:
-            # Never the whole file: a runaway workload can write gigabytes into its results directory.
-            return f.read(MAX_RESULT_BYTES).decode(errors="replace")
+        dir_fd = os.open(io_dir(cell_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return None
+        return ResultFile()
+    except OSError as exc:
+        return ResultFile(problem=f"the output directory cannot be read: {exc.strerror or exc}")
+    try:
+        stray = _stray(dir_fd)
+        try:
+            fd = os.open(RESULT_FILE, _READ_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return ResultFile(stray=stray)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a link
+                return ResultFile(problem=f"{RESULT_FILE} is a symbolic link, not a regular file", stray=stray)
+            return ResultFile(problem=f"{RESULT_FILE} cannot be opened: {exc.strerror or exc}", stray=stray)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return ResultFile(problem=f"{RESULT_FILE} is {_kind(st.st_mode)}, not a regular file", stray=stray)
+            if st.st_size > MAX_RESULT_BYTES:
+                return ResultFile(problem=f"result JSON is {st.st_size} bytes, over the limit of "
+                                          f"{MAX_RESULT_BYTES >> 20} MiB", stray=stray)
+            data = _read_at_most(fd, MAX_RESULT_BYTES + 1)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+    if len(data) > MAX_RESULT_BYTES:  # it grew after the fstat
+        return ResultFile(problem=f"result JSON is over the limit of {MAX_RESULT_BYTES >> 20} MiB", stray=stray)
+    return ResultFile(text=data.decode(errors="replace"), stray=stray)
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _stray(dir_fd: int, show: int = 5) -> tuple[str, ...]:
+    names = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if entry.name != RESULT_FILE:
+                names.append(repr(entry.name[:60]))
+                if len(names) > 1000:  # a flood of files: enough to say so
+                    break
+    names.sort()
+    return tuple(names[:show]) + ((f"and {len(names) - show} more",) if len(names) > show else ())

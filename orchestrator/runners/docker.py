@@ -25,10 +25,12 @@ from orchestrator.runners.base import (
     Environment,
     LogTail,
     Outcome,
+    io_dir,
     read_result,
 )
 
-CONTAINER_RESULTS = "/results"
+CONTAINER_RESULTS = "/results"  # the cell's io/ directory: the only place the workload may write
+CONTAINER_PARAMS = f"/{PARAMS_FILE}"  # the cell's params.json, read-only
 MANAGED = f"{LABEL_PREFIX}.managed"
 RUN_LABEL = f"{LABEL_PREFIX}.run-id"
 # A caller (a CI job, a test session) may tag every container it causes, to find exactly its own later.
@@ -37,7 +39,7 @@ SESSION_ENV = "LSTM_BENCH_SESSION"
 # Who started a container: a later run removes it only when that orchestrator is dead (orphans).
 HOST_LABEL = f"{LABEL_PREFIX}.host"
 PID_LABEL = f"{LABEL_PREFIX}.pid"
-# Root on the host would mean root in the container; cells then run as this uid and own their cell dir.
+# Root on the host would mean root in the container; cells then run as this uid and own their io/ directory.
 FALLBACK_UID = 10001
 STOP_GRACE_S = 2
 
@@ -152,12 +154,13 @@ class DockerRunner:
 
     # ------------------------------------------------------------------ cells
     def _user(self, cell_dir: Path) -> str:
+        io_dir(cell_dir).mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(cell_dir / PARAMS_FILE, 0o644)  # readable by the container's user; writable by us alone
         uid, gid = os.getuid(), os.getgid()
         if uid == 0:
             uid = gid = FALLBACK_UID
-            os.chown(cell_dir, uid, gid)
-            for child in cell_dir.iterdir():
-                os.chown(child, uid, gid)
+            os.chown(io_dir(cell_dir), uid, gid)  # only io/: the rest of the cell directory stays the orchestrator's
         return f"{uid}:{gid}"
 
     def container_config(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None) -> dict[str, Any]:
@@ -174,13 +177,17 @@ class DockerRunner:
             "image": env.ref,
             "command": [
                 "--params",
-                f"{CONTAINER_RESULTS}/{PARAMS_FILE}",
+                CONTAINER_PARAMS,
                 "--out",
                 f"{CONTAINER_RESULTS}/{RESULT_FILE}",
             ],
             "user": self._user(cell_dir),
             "environment": environment,
-            "mounts": [docker.types.Mount(CONTAINER_RESULTS, str(cell_dir.resolve()), type="bind", read_only=False)],
+            "mounts": [
+                docker.types.Mount(CONTAINER_RESULTS, str(io_dir(cell_dir).resolve()), type="bind", read_only=False),
+                docker.types.Mount(CONTAINER_PARAMS, str((cell_dir / PARAMS_FILE).resolve()), type="bind",
+                                   read_only=True),
+            ],
             "read_only": True,  # the image (and with it the workload code) is read-only
             "tmpfs": {"/tmp": "rw,exec,size=2g"},
             "mem_limit": limit,
@@ -250,11 +257,11 @@ class DockerRunner:
             exit_code=exit_code,
             timed_out=timed_out,
             oom_killed=oom_killed,
-            result_text=read_result(cell_dir),
             log_tail=tail.text(),
             duration_s=time.monotonic() - started,
             error=error,
             memory_limited=True,
+            **read_result(cell_dir).outcome_fields(),
         )
 
     def abort(self) -> None:

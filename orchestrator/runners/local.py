@@ -28,6 +28,7 @@ from orchestrator.runners.base import (
     Environment,
     LogTail,
     Outcome,
+    io_dir,
     read_result,
     strip_ansi,
 )
@@ -78,7 +79,7 @@ class LocalRunner:
             "--params",
             str(cell_dir / PARAMS_FILE),
             "--out",
-            str(cell_dir / RESULT_FILE),
+            str(io_dir(cell_dir) / RESULT_FILE),
         ]
 
     def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
@@ -92,6 +93,7 @@ class LocalRunner:
         timed_out = False
         error = None
         exit_code = None
+        io_dir(cell_dir).mkdir(exist_ok=True)
         try:
             proc = subprocess.Popen(
                 self.command(env, env.details["workload"], cell_dir),
@@ -125,7 +127,10 @@ class LocalRunner:
             error = "aborted"
         # A negative code is a signal; report it the way a container would (128 + signal).
         code = 128 - exit_code if exit_code is not None and exit_code < 0 else exit_code
-        return Outcome(code, timed_out, False, read_result(cell_dir), tail.text(), time.monotonic() - started, error)
+        return Outcome(
+            exit_code=code, timed_out=timed_out, oom_killed=False, log_tail=tail.text(),
+            duration_s=time.monotonic() - started, error=error, **read_result(cell_dir).outcome_fields(),
+        )
 
     def abort(self) -> None:
         self._aborted.set()

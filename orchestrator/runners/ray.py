@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from orchestrator.errors import OrchestrationError
 from orchestrator.frameworks import Framework, discover
 from orchestrator.images import image_repo, parse_build_args
 from orchestrator.plan import Cell
-from orchestrator.runners.base import PARAMS_FILE, RESULT_FILE, Environment, Outcome
+from orchestrator.runners.base import PARAMS_FILE, Environment, Outcome, io_dir
 from orchestrator.runners.docker import (
     RUN_LABEL,
     SESSION_ENV,
@@ -43,6 +42,7 @@ from orchestrator.runners.docker import (
     has_nvidia_runtime,
     remove_orphans,
 )
+from orchestrator.store import remove_tree
 
 SLOT_RESOURCE = "lstm_bench_slot"
 NODE_LABEL = f"{LABEL_PREFIX}.ray-node"
@@ -201,6 +201,7 @@ def run_cell_on_node(spec: NodeSpec, cell: Cell, image: str | None, params_text:
     box: dict[str, Outcome] = {}
     try:
         (cell_dir / PARAMS_FILE).write_text(params_text)
+        io_dir(cell_dir).mkdir()
         worker = threading.Thread(target=lambda: box.update(o=runner.run(cell, env, cell_dir, gpu, timeout_s)))
         worker.start()
         try:
@@ -214,7 +215,8 @@ def run_cell_on_node(spec: NodeSpec, cell: Cell, image: str | None, params_text:
         outcome = box["o"]
         return {**dataclasses.asdict(outcome), "placement": placement, "started_at": started_at}
     finally:
-        shutil.rmtree(cell_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(cell_dir)  # iterative: a workload's 3000-deep tree cannot stop the task
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -407,8 +409,6 @@ class RayRunner:
 
     @staticmethod
     def _outcome(answer: dict[str, Any], cell_dir: Path, lost: list[str]) -> Outcome:
-        if answer.get("result_text") is not None:
-            (cell_dir / RESULT_FILE).write_text(answer["result_text"])
         if lost:  # kept with the log, which a failed cell's record shows
             notes = "".join(f"[lstm-bench] attempt {i + 1} lost: {r}\n" for i, r in enumerate(lost))
             answer = {**answer, "log_tail": notes + (answer.get("log_tail") or "")}

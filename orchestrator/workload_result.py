@@ -1,0 +1,117 @@
+"""The one schema of a workload's result.json (docs/contract.md), validated once, where the file is read.
+
+Everything a container writes is untrusted input. A result is accepted only if it parses into `WorkloadResult`
+(strict types, finite numbers, bounded strings and lists, no unknown keys) and it is about the cell that ran:
+framework, variant and every param echo the cell's own (`check_echo`). Everything downstream (records, report,
+compare) reads the validated model, never the raw JSON.
+
+Adding a result field: add it to `WorkloadResult` below with a bounded type (`Text`, `Name`, `Finite`, `Count`,
+or a small nested model with `_STRICT`), default None when older workloads do not write it, and document it in
+docs/contract.md. A new matrix axis that reaches params.json needs no change here: `params` is echoed key by key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+SCHEMA_VERSION = 1
+RESULT_KIND = "lstm-bench.workload-result"
+WORKLOAD_STATUSES = ("ok", "oom", "recursion", "crashed", "unsupported")  # workloads/harness.py WORKLOAD_STATUSES
+MAX_TIMES = 2_000_000  # timed batches in one result (matrix.MAX_ITERS plus room)
+MAX_BATCH_MS = 1e9  # one batch over 11 days is no measurement
+MAX_TEXT = 8000
+MAX_NAME = 200
+MAX_KEYS = 64
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+Version = Annotated[str, StringConstraints(max_length=1000)]  # a version, or the harness's probe_error repr
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e300, le=1e300)]
+NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1e300)]
+BatchMs = Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_BATCH_MS)]
+Count = Annotated[int, Field(ge=0, le=1 << 62)]
+Scalar = Annotated[int, Field(ge=-(1 << 62), le=1 << 62)] | Finite | bool | Name | None
+
+
+class StatsMs(BaseModel):
+    """The workload's own summary of times_ms (the orchestrator recomputes what it reports)."""
+
+    model_config = _STRICT
+    mean: NonNegative
+    median: NonNegative
+    std: NonNegative
+    min: NonNegative
+    max: NonNegative
+    p95: NonNegative | None = None
+
+
+class DeviceInfo(BaseModel):
+    model_config = _STRICT
+    kind: Literal["cpu", "gpu"]
+    name: Name | None = None
+
+
+class WorkloadResult(BaseModel):
+    """result.json, field by field (docs/contract.md "The result")."""
+
+    model_config = _STRICT
+    schema_version: Literal[1]
+    kind: Literal["lstm-bench.workload-result"]
+    status: Literal["ok", "oom", "recursion", "crashed", "unsupported"]
+    message: Text | None = None
+    framework: Name
+    variant: Name | None = None
+    impl: Name  # the implementation that ran (may differ from the requested params.impl)
+    params: Annotated[dict[Name, Scalar], Field(max_length=MAX_KEYS)]  # echo of params.json, checked key by key
+    versions: Annotated[dict[Name, Version | None], Field(max_length=MAX_KEYS)] = {}
+    device: DeviceInfo
+    param_count: Count | None = None
+    param_count_expected: Count | None = None
+    loss_initial: Finite | None = None
+    loss_after_one_step: Finite | None = None
+    loss_final: Finite | None = None
+    times_ms: Annotated[list[BatchMs], Field(max_length=MAX_TIMES)]
+    stats_ms: StatsMs | None = None
+    peak_memory_bytes: Count | None = None
+    setup_s: NonNegative | None = None
+    wall_s: NonNegative | None = None
+
+
+def parse_result(text: str | bytes) -> tuple[WorkloadResult | None, str | None]:
+    """The validated result, or why it is not acceptable (the first problem, naming its key)."""
+    try:
+        result = WorkloadResult.model_validate_json(text)
+    except ValidationError as exc:
+        return None, f"result JSON {first_error(exc)}"
+    if result.status == "ok" and not result.times_ms:
+        return None, "result says ok but has no timed batches"
+    return result, None
+
+
+def first_error(exc: ValidationError) -> str:
+    """'does not parse: ...' or 'key.path: what was expected' for the first error, in one short line."""
+    err = exc.errors(include_url=False)[0]
+    if err["type"] == "json_invalid":
+        return f"does not parse: {err['msg']}"
+    where = ".".join(str(p) for p in err["loc"]) or "(document)"
+    return f"{where}: {err['msg']}"[:300]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def check_echo(result: WorkloadResult, params: dict[str, Any]) -> str | None:
+    """None when the result is about this cell; otherwise which key differs from the cell's own params."""
+    for key in ("framework", "variant"):
+        if getattr(result, key) != params.get(key):
+            return f"result {key} is {getattr(result, key)!r}, the cell's is {params.get(key)!r}"
+    for key in sorted(set(params) | set(result.params)):
+        mine, theirs = params.get(key, "(absent)"), result.params.get(key, "(absent)")
+        if _canonical(mine) != _canonical(theirs):
+            return f"result params.{key} is {theirs!r}, the cell's is {mine!r}"
+    return None
