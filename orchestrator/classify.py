@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.results import WORKLOAD_REPORTED, Status
 from orchestrator.runners.base import Outcome
+from orchestrator.validity import judge
 
 WORKLOAD_SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema_version", "status", "framework", "params", "times_ms")
@@ -19,7 +20,8 @@ _LOG_PATTERNS = (
         Status.OOM,
         re.compile(
             r"CUDA out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|ResourceExhaustedError|"
-            r"CUDA_ERROR_OUT_OF_MEMORY|cudaMalloc retry failed|OOM when allocating"
+            r"CUDA_ERROR_OUT_OF_MEMORY|cudaMalloc retry failed|OOM when allocating|"
+            r"CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_INTERNAL_ERROR_\w*ALLOCATION_FAILED"
         ),
     ),
     (Status.HOST_OOM, re.compile(r"\bMemoryError\b|Cannot allocate memory")),
@@ -64,6 +66,9 @@ def classify(outcome: Outcome, timeout_s: float) -> tuple[Status, str | None, di
         doc, problem = parse_workload_json(outcome.result_text)
         if doc is None:
             return Status.INVALID_OUTPUT, problem, None
+        invalid = judge(doc)  # the precision read-back and the validity gates (orchestrator/validity.py)
+        if invalid is not None:
+            return Status.INVALID_OUTPUT, invalid, doc
         status = Status(doc["status"])
         return status, doc.get("message"), doc
     for status, pattern in _LOG_PATTERNS:
