@@ -147,7 +147,7 @@ class TensorFlowLSTM(harness.Framework):
         p = self.params
         if p.device == "cpu":
             self.impl_used = "keras-loop"  # no cuDNN on a CPU: say which path really ran
-        policy = "mixed_bfloat16" if p.precision == "bf16" else "float32"
+        policy = "mixed_bfloat16" if self._compute_dtype == tf.bfloat16 else "float32"  # decided in set_precision
         emb = keras.layers.Embedding(p.vocab, p.embed, dtype=policy)
         lstm = keras.layers.LSTM(p.hidden, use_cudnn=True if p.device == "gpu" else "auto", dtype=policy)
         dense = keras.layers.Dense(p.classes, dtype=policy)

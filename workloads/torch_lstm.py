@@ -86,13 +86,20 @@ class _Model(nn.Module):
         if self.impl == "fused":
             out, _ = self.rnn(x)
             last = out[:, -1]
+            self.lstm_dtype = out.dtype  # what the recurrent part computed in (the read-back of autocast)
         else:
-            h = x.new_zeros(x.shape[0], self.rnn.hidden_size)
+            # The cell written out with F.linear (what nn.LSTMCell computes, gates i, f, g, o): autocast lowers
+            # F.linear to bfloat16, but not the fused lstm_cell op, which would silently stay float32.
+            cell = self.rnn
+            h = x.new_zeros(x.shape[0], cell.hidden_size)
             c = torch.zeros_like(h)
             for t in range(x.shape[1]):
-                h, c = self.rnn(x[:, t], (h, c))
+                z = F.linear(x[:, t], cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
+                self.lstm_dtype = z.dtype  # the gate products' dtype (the state stays float32 under autocast)
+                i, f, g, o = z.chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
             last = h
-        self.lstm_dtype = last.dtype  # what the recurrent part computed in (the read-back of autocast)
         return self.dense(last)
 
 
@@ -147,6 +154,15 @@ class TorchLSTM(harness.Framework):
         self.model = _Model(weights, self.impl_used).to(self.device)
         self.trainable = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = torch.optim.SGD(self.trainable, lr=self.params.lr)
+        if self.autocast_dtype is not None and self.device.type == "cpu" and self.impl_used == "fused":
+            # oneDNN's bf16 LSTM needs CPU support (avx512_bf16 / AMX); without it the fused op cannot be built.
+            try:
+                with torch.no_grad(), torch.autocast("cpu", dtype=self.autocast_dtype):
+                    self.model(torch.zeros((1, 2), dtype=torch.long))
+            except RuntimeError as exc:
+                if "primitive descriptor" not in str(exc):
+                    raise
+                raise harness.Unsupported(f"torch on this CPU has no bfloat16 fused LSTM (oneDNN: {exc})") from exc
 
     def prepare(self, tokens: Any, labels: Any) -> Any:
         return (
