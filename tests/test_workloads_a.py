@@ -257,3 +257,27 @@ print(json.dumps([harness.classify(fw, err("INTERNAL: cuDNN error: CUDNN_STATUS_
                   harness.classify(fw, err("INTERNAL: CUDNN_STATUS_EXECUTION_FAILED"))]))
 """)
     assert got == ["oom", "crashed"]
+
+
+def test_keras_torch_checks_the_cudnn_lstm_ran_in_every_timed_step() -> None:
+    # Defect 5: Keras' torch backend falls back to its loop on any exception, at any step. On this CPU the fused
+    # call never runs, so the per-step check (a call counter, no sync) must refuse the step it missed.
+    got = _in_venv("keras", "torch", """
+import json
+import numpy as np
+from workloads import harness
+from workloads.keras_lstm import KerasLSTM
+p = harness.Params(framework="keras", variant="torch", hidden=8, batch=2, seq_len=3, vocab=20, device="cpu")
+fw = KerasLSTM(p)
+fw.check_device()
+model = fw._model(harness.make_weights(p), use_cudnn=True)
+fw.backend.watch_cudnn()
+before = fw.backend.cudnn_calls
+model(np.zeros((2, 3), np.int32))
+try:
+    fw.backend.check_cudnn_ran(before)
+    print(json.dumps("not detected"))
+except RuntimeError as exc:
+    print(json.dumps(str(exc)))
+""")
+    assert isinstance(got, str) and "did not run in this step" in got

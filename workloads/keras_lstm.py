@@ -207,24 +207,39 @@ class _Torch(_Backend):
     def device_name(self) -> str | None:
         return self.torch.cuda.get_device_name(self.device) if self.gpu else "cpu"
 
-    def probe_cudnn(self, model: Any, tokens: np.ndarray) -> None:
-        # backend.lstm catches any failure of its cuDNN call and runs a Python loop instead, without a word:
-        # watch the call during the probe (Keras internals, pinned to 3.15.1 by the image).
+    def watch_cudnn(self) -> None:
+        """Count every call of Keras' torch cuDNN LSTM from now on (Keras internals, pinned to 3.15.1 by the image).
+
+        backend.lstm catches any failure of that call and runs a Python loop instead, without a word, at any step:
+        the count lets the workload prove the fused kernel ran in every step it times.
+        """
         rnn = importlib.import_module("keras.src.backend.torch.rnn")  # the package re-exports a function `rnn`
-        original, ran = rnn._cudnn_lstm, []
+        if getattr(rnn._cudnn_lstm, "lstm_bench_watched", False):
+            return
+        original = rnn._cudnn_lstm
 
         def watched(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
-            ran.append(True)
+            self.cudnn_calls += 1
             return out
 
+        watched.lstm_bench_watched = True  # type: ignore[attr-defined]
         rnn._cudnn_lstm = watched
-        try:
-            super().probe_cudnn(model, tokens)
-        finally:
-            rnn._cudnn_lstm = original
-        if not ran:
+
+    cudnn_calls = 0
+
+    def probe_cudnn(self, model: Any, tokens: np.ndarray) -> None:
+        self.watch_cudnn()
+        before = self.cudnn_calls
+        super().probe_cudnn(model, tokens)
+        if self.cudnn_calls == before:
             raise harness.Unsupported("keras (torch): the cuDNN LSTM did not run (Keras fell back to its torch loop)")
+
+    def check_cudnn_ran(self, before: int) -> None:
+        """Raise unless the cuDNN LSTM ran since the count was `before` (one timed step)."""
+        if self.cudnn_calls == before:
+            raise RuntimeError("keras (torch): the cuDNN LSTM did not run in this step: Keras fell back to its "
+                               "torch loop mid-run, so this cell cannot be timed as fused")
 
 
 _BACKEND_CLASSES: dict[str, type[_Backend]] = {"tensorflow": _TensorFlow, "jax": _Jax, "torch": _Torch}
@@ -292,6 +307,8 @@ class KerasLSTM(harness.Framework):
         if self.impl_used == "fused" and self.params.device == "cpu":
             self.impl_used = "loop"  # no cuDNN on a CPU: run, and record, the backend's recurrent loop
         model = self._model(weights, use_cudnn=self.impl_used == "fused")
+        # Only Keras' torch backend falls back silently; the others raise when cuDNN cannot run.
+        self._watch_steps = self.impl_used == "fused" and isinstance(self.backend, _Torch)
         if self.impl_used == "fused":
             self.backend.probe_cudnn(model, np.zeros((self.params.batch, self.params.seq_len), np.int32))
         model.compile(
@@ -305,7 +322,12 @@ class KerasLSTM(harness.Framework):
 
     def step(self, batch: Any) -> Any:
         # train_on_batch resets the loss tracker first, so it returns this batch's (pre-update) loss.
-        return self.model.train_on_batch(*batch)
+        if not self._watch_steps:
+            return self.model.train_on_batch(*batch)
+        before = self.backend.cudnn_calls  # a Python int: no device work, no sync
+        loss = self.model.train_on_batch(*batch)
+        self.backend.check_cudnn_ran(before)  # every step, not only the build-time probe (Keras may fall back later)
+        return loss
 
     def sync(self) -> None:
         self.backend.sync(self.model)
