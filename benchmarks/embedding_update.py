@@ -7,10 +7,10 @@ process, interleaved round by round: forward (lookup) + backward + SGD update of
 sizes (batch 128, sequence 64, vocabulary 10,000), for
   numpy: np.add.at into the table (sparse) vs into a zeroed [vocab, E] buffer, then table -= lr * buffer (dense);
   torch: nn.Embedding(sparse=True) vs (sparse=False) with torch.optim.SGD (re-runs itself in the torch venv).
-Prints ms per update, the dense/sparse ratio, and the dense extra as a share of one full training step of the
-NumpyLSTM reference at the same size (measured here too, one step).
+Prints ms per update and the dense/sparse ratio; with --step also the dense extra as a share of one full training
+step of the NumpyLSTM reference at the same size (measured here too, one step: minutes at hidden 2048 on 2 cores).
 
-usage: python benchmarks/embedding_update.py [--hidden 128 2048] [--rounds 5] [--threads 1]
+usage: python benchmarks/embedding_update.py [--hidden 128 2048] [--rounds 5] [--threads 1] [--step]
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 2048])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--step", action="store_true", help="also time one NumpyLSTM training step per size")
     ap.add_argument("--torch", action="store_true", help="(internal) measure torch, in its venv")
     args = ap.parse_args()
     if args.torch:
@@ -102,7 +103,7 @@ def main() -> None:
         dense = statistics.median(p["dense"] for p in pairs)
         lib = "torch" if args.torch else "numpy"
         line = f"{lib} H={hidden}: sparse {sparse:.2f} ms, dense {dense:.2f} ms, dense/sparse {dense / sparse:.2f}"
-        if not args.torch:
+        if args.step and not args.torch:
             step = full_step_ms(hidden)
             line += f"; dense extra = {100 * (dense - sparse) / step:.2f}% of one NumpyLSTM step ({step:.0f} ms)"
         print(line, flush=True)
