@@ -141,9 +141,12 @@ def test_a_sync_that_misses_queued_work_is_flagged(tmp_path: Path) -> None:
     broken = run_harness(_NoOpSync, tmp_path / "broken", **big)
     good = run_harness(_SimulatedDevice, tmp_path / "good", **big)
     # The per-step loop timed only the launches; the back-to-back loop ended on a value that needs every step.
-    assert broken["validity"]["throughput_over_latency"] > THROUGHPUT_OVER_LATENCY_FLAG
+    broken_ratio = broken["validity"]["throughput_over_latency"]
+    assert broken_ratio > THROUGHPUT_OVER_LATENCY_FLAG
     assert any("sync may not cover" in f for f in flags(broken))
-    assert not any("sync may not cover" in f for f in flags(good))
+    # With a real sync both loops time the same work: the ratio is ~1 (noise on a busy CPU can move it, never by
+    # the orders of magnitude that a no-op sync does).
+    assert good["validity"]["throughput_over_latency"] < broken_ratio / 10
     assert broken["loss_initial"] == good["loss_initial"]  # same work, only the timing differs
 
 
