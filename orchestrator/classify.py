@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.frameworks import NAME_RE
 from orchestrator.results import Status
 from orchestrator.runners.base import Outcome, strip_ansi
+from orchestrator.validity import judge
 from orchestrator.workload_result import WorkloadResult, check_echo, parse_result
 
 SIGKILL_EXIT = 137
@@ -18,7 +19,8 @@ _LOG_PATTERNS = (
         Status.OOM,
         re.compile(
             r"CUDA out of memory|OutOfMemoryError|RESOURCE_EXHAUSTED|ResourceExhaustedError|"
-            r"CUDA_ERROR_OUT_OF_MEMORY|cudaMalloc retry failed|OOM when allocating"
+            r"CUDA_ERROR_OUT_OF_MEMORY|cudaMalloc retry failed|OOM when allocating|"
+            r"CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_INTERNAL_ERROR_\w*ALLOCATION_FAILED"
         ),
     ),
     (Status.HOST_OOM, re.compile(r"\bMemoryError\b|Cannot allocate memory")),
@@ -71,6 +73,9 @@ def classify(
             problem = f"the output directory holds {', '.join(outcome.stray)} besides the result; only it may be there"
         if problem is not None:
             return Status.INVALID_OUTPUT, problem, None
+        invalid = judge(result)  # the precision read-back and the validity gates (orchestrator/validity.py)
+        if invalid is not None:
+            return Status.INVALID_OUTPUT, invalid, result
         return Status(result.status), result.message, result
     for status, pattern in _LOG_PATTERNS:
         if pattern.search(outcome.log_tail):

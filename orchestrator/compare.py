@@ -26,7 +26,7 @@ from orchestrator.text import md_text, visible
 
 ALPHA = 0.05
 THRESHOLD = 0.05  # a change must also exceed 5% of the median to count as a regression or improvement
-Key = tuple[str, str | None, str, int]  # framework, variant, impl, hidden
+Key = tuple[str, str | None, str, int, str]  # framework, variant, impl, hidden, precision
 # Matrix keys that change what a cell measures: a difference makes the comparison suspect.
 _SAME_KEYS = ("batch", "seq_len", "vocab", "classes", "lr", "warmup", "iters", "seed", "device", "data_batches")
 
@@ -106,10 +106,11 @@ def _sides(run: LoadedRun, impls: dict[tuple[str, str | None], set[str]]) -> tup
     pooled: dict[Key, list[CellRecord]] = {}
     labels: dict[Key, str] = {}
     for rec in run.records:
-        key = (rec.framework, rec.variant, rec.impl, rec.hidden)
+        key = (rec.framework, rec.variant, rec.impl, rec.hidden, rec.precision)  # never pool across precisions
         pooled.setdefault(key, []).append(rec)
         several = len(impls[(rec.framework, rec.variant)]) > 1
-        labels.setdefault(key, f"{rec.label} [{rec.impl}]" if several else rec.label)
+        label = f"{rec.label} [{rec.impl}]" if several else rec.label
+        labels.setdefault(key, label if rec.precision == "fp32" else f"{label} ({rec.precision})")
     sides = {}
     for key, recs in pooled.items():
         ok = [r for r in recs if r.status is Status.OK and workload_times(r)]

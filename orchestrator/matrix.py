@@ -53,7 +53,10 @@ SCALAR_KEYS = (
     "name",
     "slots",
     "registry",
+    "precision",  # an axis, but `--set precision=bf16` (one) or `--set precision=[fp32,bf16]` is the common case
 )
+PRECISIONS = ("fp32", "tf32", "bf16")  # workloads/harness.py PRECISIONS; docs/matrix.md "precision"
+Precision = Literal["fp32", "tf32", "bf16"]
 
 
 class FrameworkEntry(BaseModel):
@@ -90,6 +93,7 @@ class Matrix(BaseModel):
     frameworks: Literal["all"] | tuple[FrameworkEntry, ...] = "all"
     hidden: tuple[PositiveInt, ...] = (128, 256, 512, 1024, 2048)
     impls: Literal["default", "all"] | tuple[str, ...] = "default"
+    precision: tuple[Precision, ...] = ("fp32",)
     batch: PositiveInt = 128
     seq_len: PositiveInt = 64
     vocab: PositiveInt = 10000
@@ -116,6 +120,11 @@ class Matrix(BaseModel):
             return [FrameworkEntry.parse(v) for v in value]
         return value
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _one_precision(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value  # `precision: bf16` is a one-value axis
+
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
@@ -123,7 +132,7 @@ class Matrix(BaseModel):
             raise ValueError("expected a size like 512m or 16g")
         return value.lower()
 
-    @field_validator("hidden", "gpus", "impls")
+    @field_validator("hidden", "gpus", "impls", "precision")
     @classmethod
     def _non_empty_unique(cls, value: Any) -> Any:
         if isinstance(value, tuple):

@@ -74,6 +74,7 @@ def record_for(
         label=label,
         hidden=cell.hidden,
         repeat=cell.repeat,
+        precision=cell.precision,
         device=device,
         # A runner that places cells itself (Ray) says where the cell really ran.
         slot=(outcome.placement if outcome and outcome.placement else slot),

@@ -1,4 +1,4 @@
-"""Expansion of a validated matrix into cells: frameworks x variants x impls x hidden sizes x repeats."""
+"""Expansion of a validated matrix into cells: frameworks x variants x impls x precisions x hidden sizes x repeats."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Cell:
     impl: str
     hidden: int
     repeat: int
+    precision: str = "fp32"
 
     @property
     def image_key(self) -> tuple[str, str | None]:
@@ -34,6 +35,8 @@ class Cell:
             parts.append(self.variant)
         if self.impl != "default":
             parts.append(self.impl)
+        if self.precision != "fp32":  # fp32 cells keep the ids they had before the precision axis
+            parts.append(self.precision)
         parts += [f"h{self.hidden}", f"r{self.repeat}"]
         return "-".join(parts)
 
@@ -45,6 +48,7 @@ class Cell:
             "variant": self.variant,
             "impl": self.impl,
             "hidden": self.hidden,
+            "precision": self.precision,
             **base,
             "seed": matrix.seed,  # identical across repeats: the same model and data, rerun
         }
@@ -125,7 +129,8 @@ def expand(matrix: Matrix, available: dict[str, Framework]) -> Plan:
         fw = used[name] = available[name]
         for variant in _variants(fw, wanted):
             for impl in _impls(fw, matrix.impls):
-                for hidden in matrix.hidden:
-                    for repeat in range(matrix.repeats):
-                        cells.append(Cell(name, variant, impl, hidden, repeat))
+                for precision in matrix.precision:
+                    for hidden in matrix.hidden:
+                        for repeat in range(matrix.repeats):
+                            cells.append(Cell(name, variant, impl, hidden, repeat, precision))
     return Plan(matrix, used, tuple(cells))

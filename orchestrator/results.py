@@ -62,6 +62,7 @@ class CellRecord(BaseModel):
     label: str
     hidden: int
     repeat: int
+    precision: str = "fp32"  # the arithmetic asked for (fp32, tf32, bf16); absent in records of older runs
     device: str
     slot: str | None = None
     status: Status

@@ -55,6 +55,19 @@ class DeviceInfo(BaseModel):
     name: Name | None = None
 
 
+class Validity(BaseModel):
+    """The harness's validity gates (judged by orchestrator/validity.py)."""
+
+    model_config = _STRICT
+    loss_trend: Literal["decreasing", "increasing", "flat", "undetermined", "not-finite"]
+    loss_trend_rel: Finite | None = None
+    times_sum_over_wall: NonNegative | None = None
+    throughput_over_latency: NonNegative | None = None
+
+
+Switch = Scalar | Annotated[list[Scalar], Field(max_length=MAX_KEYS)]
+
+
 class WorkloadResult(BaseModel):
     """result.json, field by field (docs/contract.md "The result")."""
 
@@ -76,6 +89,14 @@ class WorkloadResult(BaseModel):
     loss_final: Finite | None = None
     times_ms: Annotated[list[BatchMs], Field(max_length=MAX_TIMES)]
     stats_ms: StatsMs | None = None
+    timed_wall_ms: NonNegative | None = None  # wall time of the per-step (latency) loop
+    throughput_ms: BatchMs | None = None  # steady state: the same steps queued back to back, one sync, / iters
+    losses: Annotated[list[Finite | None], Field(max_length=MAX_TIMES)] = []  # every timed step's loss
+    validity: Validity | None = None
+    precision: Name | None = None  # asked for (also in params)
+    precision_effective: Name | None = None  # what the framework's own switches read back amount to
+    precision_switches: Annotated[dict[Name, Switch], Field(max_length=MAX_KEYS)] = {}
+    embedding_update: Literal["sparse", "dense"] | None = None
     peak_memory_bytes: Count | None = None
     setup_s: NonNegative | None = None
     wall_s: NonNegative | None = None

@@ -13,17 +13,27 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.validity import judge
 from tests.workload_helpers import (
     ROOT,
+    as_result,
     assert_ok_and_equivalent,
     cell_params,
     framework,
     reference_losses,
+    relative_deviation,
+    run_left_off,
     run_workload,
     venv_python,
 )
 
-# The tiny CPU cell and the GPU-less check of every framework: tests/test_workloads_discovered.py.
+# The tiny CPU cell and the GPU-less check of every framework: tests/test_workloads_discovered.py. The precision
+# tests below know each framework's own switches, so they name their frameworks.
+CASES = [("torch", None), ("jax", None), ("keras", "tensorflow"), ("keras", "jax"), ("keras", "torch")]
+IDS = [f"{n}-{v}" if v else n for n, v in CASES]
+
+
+CLASSES = {"torch": "TorchLSTM", "jax": "JaxLSTM", "keras": "KerasLSTM"}
 
 
 def _run(name: str, variant: str | None, tmp_path: Path, **overrides: object) -> dict:
@@ -135,3 +145,125 @@ def test_reference_probe_is_sensitive_to_the_update() -> None:
     # Guards the equivalence tests above: with this lr a wrong update (or none) cannot pass for the right one.
     initial, after = reference_losses(cell_params("torch"))
     assert abs(initial - after) / initial > 100 * 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ precision
+# (framework, variant, impl): every bf16 path these frameworks offer on a CPU.
+BF16_CASES = [("torch", None, "fused"), ("torch", None, "loop"), ("jax", None, "scan"), ("jax", None, "scan-unroll8"),
+              ("keras", "tensorflow", "default"), ("keras", "jax", "default"), ("keras", "torch", "default")]
+BF16_IDS = [f"{n}-{v or i}" for n, v, i in BF16_CASES]
+
+
+@pytest.mark.parametrize(("name", "variant"), CASES, ids=IDS)
+def test_fp32_cell_sets_and_reads_back_fp32(name: str, variant: str | None, tmp_path: Path) -> None:
+    doc = _run(name, variant, tmp_path, precision="fp32")
+    assert_ok_and_equivalent(doc, cell_params(name, variant, precision="fp32"))
+    switches = doc["precision_switches"]
+    assert switches["NVIDIA_TF32_OVERRIDE"] == "0"
+    if name == "torch" or variant == "torch":
+        assert {v for k, v in switches.items() if k.endswith("fp32_precision")} == {"ieee"}, switches
+    if name == "jax":
+        assert switches["dot_general"] and all(d.endswith(":HIGHEST") for d in switches["dot_general"]), switches
+    if name == "keras":
+        assert switches["lstm_dtype_policy"] == "float32" and switches["lstm_output_dtype"] == "float32"
+
+
+@pytest.mark.parametrize(("name", "variant", "impl"), BF16_CASES, ids=BF16_IDS)
+def test_bf16_cell_reads_back_bf16_within_its_tolerance(name: str, variant: str | None, impl: str,
+                                                        tmp_path: Path) -> None:
+    doc = _run(name, variant, tmp_path, precision="bf16", impl=impl)
+    if (name, impl) == ("torch", "fused") and doc["status"] == "unsupported":
+        # oneDNN builds a bf16 LSTM only on CPUs with bf16 instructions (avx512_bf16, AMX): said, not crashed.
+        assert "no bfloat16 fused LSTM" in doc["message"]
+        return
+    params = cell_params(name, variant, precision="bf16", impl=impl)
+    assert_ok_and_equivalent(doc, params)
+    assert relative_deviation(doc, params) > 0  # bf16 really rounds: not the float32 numbers under a bf16 label
+
+
+@pytest.mark.parametrize(("name", "variant", "impl"), BF16_CASES[1:], ids=BF16_IDS[1:])
+def test_bf16_requested_but_left_off_is_detected(name: str, variant: str | None, impl: str) -> None:
+    # The workload sets the fp32 switches although the cell asks for bf16: the read-back must say fp32, and the
+    # orchestrator must refuse the result (invalid-output).
+    params = cell_params(name, variant, precision="bf16", impl=impl)
+    doc = run_left_off(venv_python(name, variant), framework(name).workload_module, CLASSES[name], params)
+    assert doc["precision_effective"] == "fp32", doc["precision_switches"]
+    assert "precision read-back is 'fp32', not the 'bf16' asked for" in (judge(as_result(doc)) or "")
+
+
+def test_tf32_on_a_cpu_is_unsupported(tmp_path: Path) -> None:
+    doc = _run("jax", None, tmp_path, precision="tf32")
+    assert doc["status"] == "unsupported" and "CPU cell has no TF32" in doc["message"]
+
+
+def test_jax_cudnn_impl_is_gpu_only_and_its_weight_packing_is_the_canonical_lstm(tmp_path: Path) -> None:
+    doc = _run("jax", None, tmp_path, impl="cudnn")
+    assert doc["status"] == "unsupported" and "cuDNN only" in doc["message"]
+    # The packing into cuDNN's flat weights, checked on the CPU through jax's own reference LSTM (lstm_ref).
+    got = _in_venv("jax", None, """
+import json
+import jax.numpy as jnp
+from jax.experimental import rnn
+from workloads import harness
+from workloads.jax_lstm import loss_fn
+
+def ref(x, h0, c0, w, lengths, e, h, layers, dropout, bidir, precision=None):
+    wih, whh, bih, bhh = rnn.unpack_lstm_weights(w, e, h, layers, bidir)
+    return rnn.lstm_ref(x, h0, c0, wih, whh, bih, bhh, lengths, e, h, layers, dropout, bidir)
+
+p = harness.Params(framework="jax", hidden=8, batch=3, seq_len=5, vocab=20)
+w = {k: jnp.asarray(v) for k, v in harness.make_weights(p).as_dict().items()}
+t, y = (jnp.asarray(a) for a in harness.make_batches(p)[0])
+print(json.dumps([float(loss_fn(w, t, y, "cudnn", jnp.float32, "highest", ref)),
+                  float(loss_fn(w, t, y, "scan", jnp.float32))]))
+""")
+    assert isinstance(got, list) and got[0] == pytest.approx(got[1], rel=1e-6)
+
+
+def test_library_allocation_failures_are_oom() -> None:
+    # cuDNN/cuBLAS ALLOC_FAILED reach Python as plain RuntimeError (torch) / JaxRuntimeError: oom, not crashed.
+    got = _in_venv("torch", None, """
+import json
+from workloads import harness
+from workloads.torch_lstm import TorchLSTM
+fw = TorchLSTM(harness.Params(framework="torch", hidden=8))
+print(json.dumps([harness.classify(fw, RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")),
+                  harness.classify(fw, RuntimeError(
+                      "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")),
+                  harness.classify(fw, RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"))]))
+""")
+    assert got == ["oom", "oom", "crashed"]
+    got = _in_venv("jax", None, """
+import json, jax
+from workloads import harness
+from workloads.jax_lstm import JaxLSTM
+fw = JaxLSTM(harness.Params(framework="jax", hidden=8))
+err = jax.errors.JaxRuntimeError
+print(json.dumps([harness.classify(fw, err("INTERNAL: cuDNN error: CUDNN_STATUS_ALLOC_FAILED")),
+                  harness.classify(fw, err("INTERNAL: CUDNN_STATUS_EXECUTION_FAILED"))]))
+""")
+    assert got == ["oom", "crashed"]
+
+
+def test_keras_torch_checks_the_cudnn_lstm_ran_in_every_timed_step() -> None:
+    # Defect 5: Keras' torch backend falls back to its loop on any exception, at any step. On this CPU the fused
+    # call never runs, so the per-step check (a call counter, no sync) must refuse the step it missed.
+    got = _in_venv("keras", "torch", """
+import json
+import numpy as np
+from workloads import harness
+from workloads.keras_lstm import KerasLSTM
+p = harness.Params(framework="keras", variant="torch", hidden=8, batch=2, seq_len=3, vocab=20, device="cpu")
+fw = KerasLSTM(p)
+fw.check_device()
+model = fw._model(harness.make_weights(p), use_cudnn=True)
+fw.backend.watch_cudnn()
+before = fw.backend.cudnn_calls
+model(np.zeros((2, 3), np.int32))
+try:
+    fw.backend.check_cudnn_ran(before)
+    print(json.dumps("not detected"))
+except RuntimeError as exc:
+    print(json.dumps(str(exc)))
+""")
+    assert isinstance(got, str) and "did not run in this step" in got

@@ -13,7 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.workload_helpers import assert_ok_and_equivalent, cell_params, framework, run_workload, venv_python
+from orchestrator.validity import judge
+from tests.workload_helpers import (
+    as_result,
+    assert_ok_and_equivalent,
+    cell_params,
+    framework,
+    relative_deviation,
+    run_left_off,
+    run_workload,
+    venv_python,
+)
 
 slow = pytest.mark.slow
 
@@ -88,3 +98,91 @@ def test_unknown_impl_is_unsupported_naming_the_offered_ones(name: str, tmp_path
     assert doc["status"] == "unsupported"
     assert "'unrolled'" in doc["message"]
     assert all(i in doc["message"] for i in framework(name).meta.impls)
+
+
+# ------------------------------------------------------------------------------------------------ precision
+def test_tensorflow_sets_tf32_off_explicitly_for_fp32(tmp_path: Path) -> None:
+    # TensorFlow's default is TF32 on (defect 1): an fp32 cell must read it back off.
+    doc, params = _run("tensorflow", tmp_path, impl="loop", precision="fp32")
+    assert_ok_and_equivalent(doc, params)
+    assert doc["precision_switches"]["tensor_float_32_execution_enabled"] is False
+    assert doc["embedding_update"] == "sparse"
+
+
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+def test_tensorflow_bf16_reads_back_bf16_within_its_tolerance(impl: str, tmp_path: Path) -> None:
+    doc, params = _run("tensorflow", tmp_path, impl=impl, precision="bf16")
+    assert_ok_and_equivalent(doc, params)
+    assert doc["precision_switches"]["lstm_output"] == "bfloat16"
+    assert relative_deviation(doc, params) > 0
+
+
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+def test_tensorflow_bf16_left_off_is_detected(impl: str) -> None:
+    params = cell_params("tensorflow", impl=impl, precision="bf16")
+    doc = run_left_off(venv_python("tensorflow"), "tensorflow_lstm", "TensorFlowLSTM", params)
+    assert doc["precision_effective"] == "fp32"
+    assert "precision read-back is 'fp32', not the 'bf16' asked for" in (judge(as_result(doc)) or "")
+
+
+# Frameworks with no bf16 path say why, at start-up, instead of running float32 under a bf16 label.
+NO_BF16 = [
+    pytest.param("mxnet", "fused", "AMP casts only Convolution and FullyConnected", id="mxnet"),
+    pytest.param("theano", "default", "Theano 1.0 has no bfloat16 type", id="theano"),
+    pytest.param("keras-theano", "default", "Theano 1.0 has no bfloat16 type", id="keras-theano"),
+    pytest.param("pytensor", "jax", "PyTensor has no bfloat16 type", id="pytensor"),
+]
+
+
+@pytest.mark.parametrize(("name", "impl", "reason"), NO_BF16)
+def test_bf16_without_a_bf16_path_is_unsupported_with_the_reason(name: str, impl: str, reason: str,
+                                                                 tmp_path: Path) -> None:
+    doc, _ = _run(name, tmp_path, impl=impl, precision="bf16")
+    assert doc["status"] == "unsupported", doc["_log"]
+    assert reason in doc["message"]
+
+
+@pytest.mark.parametrize(("name", "impl"), [("mxnet", "fused"), ("pytensor", "jax")])
+def test_fp32_only_frameworks_read_back_fp32(name: str, impl: str, tmp_path: Path) -> None:
+    doc, params = _run(name, tmp_path, impl=impl, precision="fp32")
+    assert_ok_and_equivalent(doc, params)
+    assert doc["precision_switches"]["NVIDIA_TF32_OVERRIDE"] == "0"
+
+
+def test_library_allocation_failures_are_oom_in_tensorflow_and_mxnet() -> None:
+    import json
+    import subprocess
+
+    from tests.workload_helpers import ROOT
+
+    def classify_in(name: str, code: str) -> object:
+        env = {"PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"}
+        proc = subprocess.run([str(venv_python(name)), "-c", code], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    got = classify_in("tensorflow", """
+import json, tensorflow as tf
+from workloads import harness
+from workloads.tensorflow_lstm import TensorFlowLSTM
+fw = TensorFlowLSTM(harness.Params(framework="tensorflow", hidden=8))
+print(json.dumps([harness.classify(fw, tf.errors.InternalError(None, None, "CUDNN_STATUS_ALLOC_FAILED in cudnn_rnn")),
+                  harness.classify(fw, tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")),
+                  harness.classify(fw, tf.errors.InternalError(None, None, "CUDNN_STATUS_BAD_PARAM"))]))
+""")
+    assert got == ["oom", "oom", "crashed"]
+    got = classify_in("mxnet", """
+import json
+from workloads import harness
+from workloads.mxnet_lstm import MXNetLSTM, _import_mxnet
+_import_mxnet()
+from workloads import mxnet_lstm
+err = mxnet_lstm.mx.base.MXNetError
+fw = MXNetLSTM(harness.Params(framework="mxnet", hidden=8))
+print(json.dumps([harness.classify(fw, err("cudnn_rnn-inl.h: Check failed: e == CUDNN_STATUS_SUCCESS (4 vs. 0) "
+                                          "cuDNN: CUDNN_STATUS_ALLOC_FAILED")),
+                  harness.classify(fw, err("cudaMalloc retry failed: out of memory")),
+                  harness.classify(fw, err("Check failed: no kernel image is available"))]))
+""")
+    assert got == ["oom", "oom", "crashed"]

@@ -32,6 +32,12 @@ RESULT_KIND = "lstm-bench.workload-result"
 GATE_ORDER = ("i", "f", "g", "o")
 # Workload-side statuses; the orchestrator adds the ones only it can see (timeout, host-oom, ...).
 WORKLOAD_STATUSES = ("ok", "oom", "recursion", "crashed", "unsupported")
+# Arithmetic a cell asks for (docs/matrix.md, "precision"): true IEEE float32 with TF32 off; float32 storage with
+# TF32 tensor-core matmuls (Ampere and later); bfloat16 compute with float32 master weights (mixed precision).
+PRECISIONS = ("fp32", "tf32", "bf16")
+# Relative change of a batch's loss between its first and last timed visit below which the trend is "flat":
+# the lr is too small (or the run too short) to tell a learning model from a stuck one at this precision.
+LOSS_TREND_NOISE = {"fp32": 1e-5, "tf32": 1e-4, "bf16": 1e-2}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Params:
     seed: int = 0
     device: str = "gpu"
     data_batches: int = 4
+    precision: str = "fp32"
 
     @property
     def embed(self) -> int:
@@ -118,6 +125,18 @@ def make_batches(p: Params) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+# Allocation failures of the CUDA libraries, whatever framework relays them (usually as a generic RuntimeError or
+# InternalError): cuDNN's and cuBLAS's ALLOC_FAILED, cuDNN 9's sub-codes, the driver's and the runtime's codes.
+LIBRARY_OOM_MARKERS = (
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    "CUDA_ERROR_OUT_OF_MEMORY",
+    "cudaErrorMemoryAllocation",
+)
+
+
 class Unsupported(Exception):
     """Raised by a framework when this cell cannot run here (e.g. no kernel for this GPU); status 'unsupported'."""
 
@@ -127,6 +146,22 @@ class NotImplementedYet(Unsupported):
 
     Not NotImplementedError: a framework's own NotImplementedError (an op missing on a device) is a real crash.
     """
+
+
+def tf32_override_env(precision: str) -> dict[str, str | None]:
+    """NVIDIA_TF32_OVERRIDE for a precision: "0" forbids TF32 in cuBLAS and cuDNN (whatever the framework asks),
+    absent lets the framework decide. Read by the CUDA libraries when they initialise: set it before any GPU work.
+    Returns the variable as now set, for the read-back."""
+    if precision == "tf32":
+        os.environ.pop("NVIDIA_TF32_OVERRIDE", None)
+    else:
+        os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    return {"NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE")}
+
+
+def mode_from(tf32: bool, bf16: bool) -> str:
+    """The precision a set of read-back switches amounts to (bf16 compute wins over the float32 matmul mode)."""
+    return "bf16" if bf16 else ("tf32" if tf32 else "fp32")
 
 
 class Framework:
@@ -139,6 +174,9 @@ class Framework:
     oom_types: tuple[type[BaseException], ...] = ()
     # Substrings that mark an OOM in exceptions whose type is too generic to match on (e.g. MXNetError).
     oom_markers: tuple[str, ...] = ()
+    # How the embedding table is updated: "sparse" (only the looked-up rows) or "dense" (a [vocab, E] gradient).
+    # Plain SGD makes both the same maths; the cost differs (docs/contract.md, "embedding_update").
+    embedding_update = "dense"
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -156,6 +194,20 @@ class Framework:
         if self.params.device != "cpu":
             raise Unsupported(f"{self.name} workload has no {self.params.device} support")
 
+    def set_precision(self) -> None:
+        """Set every switch that decides the arithmetic of params.precision, explicitly, before build().
+
+        Raise Unsupported when the framework cannot run that precision here. Default: float32 only (a framework
+        with no TF32 or bfloat16 path, e.g. NumPy).
+        """
+        if self.params.precision != "fp32":
+            raise Unsupported(f"{self.name} workload computes in float32 only; no {self.params.precision} path")
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        """What the framework says it is running, read from the framework (not from params) after the timed steps:
+        (the mode it amounts to, one of PRECISIONS; the raw switches and dtypes read)."""
+        return "fp32", {}
+
     def build(self, weights: Weights) -> None:
         raise NotImplementedYet(f"{self.name}: build() not implemented yet")
 
@@ -168,7 +220,7 @@ class Framework:
         raise NotImplementedYet(f"{self.name}: step() not implemented yet")
 
     def sync(self) -> None:
-        """Block until all queued device work is done."""
+        """Block until all queued device work is done (the last step's update included)."""
 
     def loss_value(self, loss: Any) -> float:
         return float(loss)
@@ -183,7 +235,7 @@ class Framework:
         if self.oom_types and isinstance(exc, self.oom_types):
             return True
         text = f"{type(exc).__name__}: {exc}"
-        return any(marker in text for marker in self.oom_markers)
+        return any(marker in text for marker in (*self.oom_markers, *LIBRARY_OOM_MARKERS))
 
 
 def summarize(times_ms: list[float]) -> dict[str, float]:
@@ -206,6 +258,11 @@ class Measurement:
     loss_after_one_step: float | None = None
     loss_final: float | None = None
     times_ms: list[float] = field(default_factory=list)
+    losses: list[float | None] = field(default_factory=list)
+    timed_wall_ms: float | None = None
+    throughput_ms: float | None = None
+    precision_effective: str | None = None
+    precision_switches: dict[str, Any] = field(default_factory=dict)
     param_count: int | None = None
     peak_memory_bytes: int | None = None
     setup_s: float | None = None
@@ -214,7 +271,14 @@ class Measurement:
 def measure(fw: Framework, p: Params, m: Measurement) -> None:
     """Build, probe equivalence, warm up and time. Fills `m` as it goes so a failure keeps what was learnt."""
     t0 = time.perf_counter()
+    if p.precision not in PRECISIONS:
+        raise Unsupported(f"unknown precision {p.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if p.precision == "tf32" and p.device != "gpu":
+        raise Unsupported("TF32 is a mode of NVIDIA tensor cores (Ampere and later); a CPU cell has no TF32")
+    # The library-level TF32 switch, before any framework touches cuBLAS/cuDNN; each framework then sets its own.
+    tf32_override_env(p.precision)
     fw.check_device()
+    fw.set_precision()
     fw.build(make_weights(p))
     m.param_count = fw.param_count()
     batches = [fw.prepare(t, y) for t, y in make_batches(p)]
@@ -229,16 +293,72 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
         fw.step(batches[i % len(batches)])
     fw.sync()
 
-    loss = None
+    # Per-step latency: step, sync, read the clock. The losses stay where the framework left them (reading one
+    # would add a device-to-host copy to the step) and are read after the loop.
+    losses: list[Any] = []
+    loop_start = time.perf_counter()
     for i in range(p.iters):
         batch = batches[i % len(batches)]
         start = time.perf_counter()
         loss = fw.step(batch)
         fw.sync()
         m.times_ms.append((time.perf_counter() - start) * 1000.0)
-    if loss is not None:
-        m.loss_final = fw.loss_value(loss)
+        losses.append(loss)
+    m.timed_wall_ms = (time.perf_counter() - loop_start) * 1000.0
+    m.losses = [_finite(fw.loss_value(x)) for x in losses]
+    if m.losses:
+        m.loss_final = fw.loss_value(losses[-1])
+
+    # Steady-state throughput: the same steps queued back to back, as a training loop runs them, then one sync
+    # and one read of the last loss, which depends on every queued step. A sync that misses queued work makes
+    # the latency loop look faster than this one (validity "throughput_over_latency").
+    start = time.perf_counter()
+    for i in range(p.iters):
+        loss = fw.step(batches[i % len(batches)])
+    fw.sync()
+    fw.loss_value(loss)
+    m.throughput_ms = (time.perf_counter() - start) * 1000.0 / p.iters
     m.peak_memory_bytes = fw.peak_memory_bytes()
+    mode, switches = fw.precision_readback()
+    switches.setdefault("NVIDIA_TF32_OVERRIDE", os.environ.get("NVIDIA_TF32_OVERRIDE"))
+    m.precision_effective, m.precision_switches = mode, switches
+
+
+def loss_trend(losses: list[float | None], data_batches: int, precision: str) -> tuple[str, float | None]:
+    """Does training lower the loss over the timed steps? Compares each batch's loss at its first and last timed
+    visit (batches cycle, so this compares like with like), relative to the loss.
+
+    "decreasing", "increasing", "flat" (the change is below the precision's noise: lr too small to tell),
+    "undetermined" (no batch was visited twice) or "not-finite".
+    """
+    if any(x is None for x in losses):
+        return "not-finite", None
+    n = max(1, data_batches)
+    # Batch b is used at timed steps b, b + n, b + 2n, ...: its first and its last visit.
+    visits = [(losses[b], losses[b + n * ((len(losses) - 1 - b) // n)]) for b in range(min(n, len(losses)))]
+    twice = [(a, z) for b, (a, z) in enumerate(visits) if len(losses) - 1 - b >= n]
+    if not twice:
+        return "undetermined", None
+    first = sum(float(a) for a, _ in twice)  # type: ignore[arg-type]
+    last = sum(float(z) for _, z in twice)  # type: ignore[arg-type]
+    rel = (last - first) / abs(first) if first else last - first
+    if abs(rel) <= LOSS_TREND_NOISE.get(precision, LOSS_TREND_NOISE["fp32"]):
+        return "flat", rel
+    return ("decreasing" if rel < 0 else "increasing"), rel
+
+
+def validity(p: Params, m: Measurement) -> dict[str, Any] | None:
+    """The per-cell validity gates (judged by the orchestrator, docs/contract.md "validity")."""
+    if not m.times_ms:
+        return None
+    trend, rel = loss_trend(m.losses, p.data_batches, p.precision)
+    latency_mean = sum(m.times_ms) / len(m.times_ms)
+    return {
+        "loss_trend": trend,
+        "loss_trend_rel": rel,
+        "times_sum_over_wall": sum(m.times_ms) / m.timed_wall_ms if m.timed_wall_ms else None,
+        "throughput_over_latency": m.throughput_ms / latency_mean if m.throughput_ms and latency_mean else None,
+    }
 
 
 def classify(fw: Framework | None, exc: BaseException) -> str:
@@ -305,6 +425,14 @@ def build_document(
         "loss_final": _finite(m.loss_final),
         "times_ms": m.times_ms,
         "stats_ms": summarize(m.times_ms) if m.times_ms else None,
+        "timed_wall_ms": m.timed_wall_ms,
+        "throughput_ms": m.throughput_ms,
+        "losses": m.losses,
+        "validity": validity(p, m),
+        "precision": p.precision,
+        "precision_effective": m.precision_effective,
+        "precision_switches": m.precision_switches,
+        "embedding_update": fw.embedding_update if fw is not None else None,
         "peak_memory_bytes": m.peak_memory_bytes,
         "setup_s": m.setup_s,
         "wall_s": wall_s,
@@ -335,8 +463,9 @@ def run(framework_cls: type[Framework], argv: list[str] | None = None) -> int:
     try:
         fw = framework_cls(p)
         measure(fw, p, m)
-        if m.loss_final is not None and not math.isfinite(m.loss_final):
-            status, message = "crashed", f"loss is not finite after training: {m.loss_final}"
+        bad = [i for i, x in enumerate(m.losses) if x is None]
+        if bad or (m.loss_final is not None and not math.isfinite(m.loss_final)):
+            status, message = "crashed", f"loss is not finite after training (timed steps {bad[:5]})"
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -5,7 +5,11 @@ recurrent_kernel [H,4H], one bias [4H], gates i,f,c,o); on Theano it runs as a t
 One step is `model.train_on_batch` (forward, backward, SGD update; returns the pre-update loss).
 Fixes to the 2016 script: random ids instead of IMDB, no `fit` timing (data handling and first-call
 compilation are outside the timed loop), the classifier reads the last timestep.
-Device set-up, flags and OOM matching are Theano's (workloads/theano_lstm.py).
+Device set-up, flags, OOM matching, precision and sync are Theano's (workloads/theano_lstm.py).
+Unlike the theano row, the batch is passed as NumPy arrays, so its host-to-device copy (32 KB of ids and labels at
+the 2016 size) is inside the timed step: Keras 2's train_on_batch only accepts host data (it feeds Theano
+placeholders), and feeding device tensors would mean compiling one model per batch; this is how the 2016 script ran.
+Embedding update: dense (Theano's gradient of Keras' gather is a [vocab, E] array, updated whole by SGD).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def _import_keras() -> Any:
 
 class KerasTheanoLSTM(TheanoLSTM):
     name = "keras-theano"
+    embedding_update = "dense"
 
     def versions(self) -> dict[str, str | None]:
         out = super().versions()
@@ -60,8 +65,19 @@ class KerasTheanoLSTM(TheanoLSTM):
         # Compile Theano's training function now, not inside the first probe step.
         self.model._make_train_function()
 
+    def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
+        return tokens, labels  # host arrays: see the module docstring
+
     def step(self, batch: Any) -> Any:
         return self.model.train_on_batch(*batch)
+
+    def _synced_variables(self) -> list[Any]:
+        return list(self.model.trainable_weights)
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        mode, switches = super().precision_readback()
+        switches["keras_floatx"] = self.keras.backend.floatx()
+        return (mode if switches["keras_floatx"] == "float32" else switches["keras_floatx"]), switches
 
     def param_count(self) -> int:
         return sum(int(np.prod(w.get_value(borrow=True).shape)) for w in self.model.trainable_weights)

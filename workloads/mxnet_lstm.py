@@ -5,25 +5,43 @@ loop:  gluon.rnn.LSTMCell unrolled over the sequence inside the hybridized graph
 Gluon keeps two bias vectors (i2h, h2h) where the benchmark has one: the canonical bias goes to i2h, h2h is zero
 and frozen (grad_req 'null'), so the trained model and its parameter count are the benchmark's.
 Fixes to the 2016 script: the classifier reads only the last timestep, and gradients are written, not added.
+Precision: MXNet has no API for TF32; its cuDNN RNN uses CUDNN_DEFAULT_MATH, which allows TF32 from Ampere on, and
+only NVIDIA_TF32_OVERRIDE=0 turns it off. So MXNet is imported only after the harness has set that variable for
+the cell's precision (fp32: "0"; tf32: unset); the read-back is MXNet's own rule (mxnet.test_utils: TF32 on a GPU of
+compute capability 8.0+ unless the override is "0") with MXNET_CUDA_ALLOW_TENSOR_CORE. bf16 is unsupported: MXNet
+1.9's AMP converts only Convolution and FullyConnected to bfloat16 (RNN and Embedding stay float32:
+mxnet/contrib/amp/lists/symbol_bf16.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 import numpy as np
 
 from workloads import harness
 
-try:
-    import mxnet as mx
-    from mxnet import autograd, gluon
-except OSError as exc:  # the CUDA build links the driver's libcuda.so.1: absent on a host without an NVIDIA driver
-    mx = None
-    IMPORT_ERROR: OSError | None = exc
-else:
-    IMPORT_ERROR = None
+mx: Any = None
+autograd: Any = None
+gluon: Any = None
+
+
+def _import_mxnet() -> OSError | None:
+    """Import MXNet (once; after the TF32 environment is set). The error when it cannot be loaded here."""
+    global mx, autograd, gluon
+    if mx is not None:
+        return None
+    try:
+        import mxnet
+        from mxnet import autograd as ag
+        from mxnet import gluon as gl
+    except OSError as exc:  # the CUDA build links the driver's libcuda.so.1: absent on a host without an NVIDIA driver
+        return exc
+    mx, autograd, gluon = mxnet, ag, gl
+    return None
+
 
 # MXNetError text of a GPU whose architecture the wheel has no SASS (and no PTX) for.
 NO_KERNEL_MARKERS = ("no kernel image", "invalid device function")
@@ -75,14 +93,14 @@ class MXNetLSTM(harness.Framework):
     # MXNetError is too generic to match on; its text says "cudaMalloc retry failed: out of memory" (GPU)
     # or "Failed to allocate CPU Memory".
     oom_types = (MemoryError,)
-    oom_markers = ("out of memory", "Failed to allocate CPU Memory")
+    oom_markers = ("out of memory", "Failed to allocate CPU Memory")  # + harness.LIBRARY_OOM_MARKERS
 
     def __init__(self, params: harness.Params) -> None:
         super().__init__(params)
         self.impl_used = "fused" if params.impl == "default" else params.impl
         if self.impl_used not in ("fused", "loop"):
             raise harness.Unsupported(f"mxnet workload has no impl {params.impl!r} (offers fused, loop)")
-        self._ctx = mx.cpu() if mx is not None else None
+        self._ctx: Any = None
 
     def versions(self) -> dict[str, str | None]:
         if mx is None:
@@ -101,8 +119,11 @@ class MXNetLSTM(harness.Framework):
             return f"gpu{self._ctx.device_id}"
 
     def check_device(self) -> None:
-        if mx is None:
-            raise harness.Unsupported(f"mxnet cannot be loaded here: {IMPORT_ERROR}")
+        # The harness has set NVIDIA_TF32_OVERRIDE for this cell's precision: only now may cuDNN be loaded.
+        error = _import_mxnet()
+        if error is not None:
+            raise harness.Unsupported(f"mxnet cannot be loaded here: {error}")
+        self._ctx = mx.cpu()
         if self.params.device == "cpu":
             return  # the runner hides GPUs; MXNet only uses one when a gpu context is asked for
         if self.params.device != "gpu":
@@ -122,6 +143,36 @@ class MXNetLSTM(harness.Framework):
                     "its CUDA wheels stop at sm_86 and ship no PTX"
                 ) from exc
             raise
+
+    def set_precision(self) -> None:
+        p = self.params
+        if p.precision == "bf16":
+            raise harness.Unsupported(
+                "mxnet 1.9 has no bfloat16 LSTM: its AMP casts only Convolution and FullyConnected to bfloat16 "
+                "(RNN and Embedding are in its float32 list)"
+            )
+        if p.precision == "tf32" and self._compute_capability() < 80:
+            raise harness.Unsupported(f"TF32 needs compute capability 8.0 or later; this GPU is {self.device_name()}")
+        # Tensor cores for float16 cuDNN/cuBLAS math; this workload is float32, set anyway so it is on record.
+        os.environ["MXNET_CUDA_ALLOW_TENSOR_CORE"] = "1" if p.precision == "tf32" else "0"
+
+    def _compute_capability(self) -> int:
+        try:
+            return int(mx.util.get_cuda_compute_capability(self._ctx)) if self._ctx.device_type == "gpu" else 0
+        except (OSError, RuntimeError, ValueError):
+            return 0
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        override = os.environ.get("NVIDIA_TF32_OVERRIDE")
+        # mxnet.test_utils.effective_dtype's rule: TF32 on arch 80+ GPUs unless NVIDIA_TF32_OVERRIDE is "0".
+        tf32 = self._compute_capability() >= 80 and override != "0"
+        switches = {
+            "NVIDIA_TF32_OVERRIDE": override,
+            "MXNET_CUDA_ALLOW_TENSOR_CORE": os.environ.get("MXNET_CUDA_ALLOW_TENSOR_CORE"),
+            "compute_capability": self._compute_capability() or None,
+            "parameter_dtypes": sorted({str(np.dtype(q.dtype)) for q in self.net.collect_params().values()}),
+        }
+        return harness.mode_from(tf32=tf32, bf16=False), switches
 
     def build(self, weights: harness.Weights) -> None:
         self.net = make_net(self.params, self.impl_used)

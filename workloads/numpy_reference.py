@@ -100,6 +100,7 @@ class NumpyLSTM:
 class NumpyReference(harness.Framework):
     name = "numpy-reference"
     oom_types = (MemoryError,)
+    embedding_update = "sparse"  # np.add.at on the looked-up rows
 
     def versions(self) -> dict[str, str | None]:
         return {"framework": np.__version__}

@@ -4,6 +4,10 @@ PyTensor has no GPU backend of its own; it compiles the graph to other back-ends
 jax:   mode="JAX", the graph becomes jax.lax.scan under jax.jit: the only impl that can use a GPU.
 numba: mode="NUMBA" (PyTensor 3's default), CPU.
 c:     the C/cvm back-end inherited from Theano, CPU.
+The compiled function is called with trust_input=True and, for impl jax, with batches already on the device
+(jax.device_put in prepare()), so no input conversion or host-to-device copy is inside the timed step.
+Precision: float32 (floatX=float32); impl jax sets jax_default_matmul_precision "highest" (fp32) or
+"tensorfloat32" (tf32, GPU only). No bf16: PyTensor has no bfloat16 type.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class PyTensorLSTM(harness.Framework):
     name = "pytensor"
     oom_types = (MemoryError,)
     oom_markers = ("RESOURCE_EXHAUSTED", "Out of memory")  # jaxlib's XlaRuntimeError text on a device OOM
+    embedding_update = "sparse"  # Theano's graph: inc_subtensor on the looked-up rows
 
     def __init__(self, params: harness.Params) -> None:
         super().__init__(params)
@@ -65,8 +70,31 @@ class PyTensorLSTM(harness.Framework):
         except RuntimeError as exc:
             raise harness.Unsupported(f"JAX {jax.__version__} has no {self.params.device} here: {exc}") from exc
         jax.config.update("jax_default_device", self._device)
-        # Full float32 matmuls on the GPU (no TF32), as in every other framework's workload.
-        jax.config.update("jax_default_matmul_precision", "highest")
+
+    def set_precision(self) -> None:
+        p = self.params
+        if p.precision == "bf16":
+            raise harness.Unsupported("pytensor computes in float32 only: PyTensor has no bfloat16 type")
+        if p.precision == "tf32" and self.impl_used != "jax":
+            raise harness.Unsupported(f"pytensor's {self.impl_used} back-end has no TF32 (impl jax on a GPU has)")
+        if self.impl_used == "jax":
+            import jax
+
+            jax.config.update("jax_default_matmul_precision", "tensorfloat32" if p.precision == "tf32" else "highest")
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        import pytensor
+
+        dtypes = sorted({str(v.dtype) for v in self.shared_params.values()})
+        switches: dict[str, Any] = {"floatX": str(pytensor.config.floatX), "parameter_dtypes": dtypes}
+        tf32 = False
+        if self.impl_used == "jax":
+            import jax
+
+            switches["jax_default_matmul_precision"] = jax.config.jax_default_matmul_precision
+            tf32 = self.params.device == "gpu" and switches["jax_default_matmul_precision"] != "highest"
+        mode = harness.mode_from(tf32=tf32, bf16=False) if dtypes == ["float32"] else "+".join(dtypes)
+        return mode, switches
 
     def build(self, weights: harness.Weights) -> None:
         import pytensor
@@ -81,11 +109,19 @@ class PyTensorLSTM(harness.Framework):
         )
         mode = {"jax": "JAX", "numba": "NUMBA", "c": pytensor.compile.mode.Mode(linker="cvm")}[self.impl_used]
         self.fn, self.shared_params = build_train_function(ops, weights, self.params, mode=mode)
+        self.fn.trust_input = True  # inputs are exactly the compiled types (prepare): no per-call conversion
+
+    def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
+        tokens, labels = np.ascontiguousarray(tokens, np.int32), np.ascontiguousarray(labels, np.int32)
+        if self.impl_used != "jax":
+            return tokens, labels
+        import jax
+
+        return jax.device_put(tokens, self._device), jax.device_put(labels, self._device)
 
     def step(self, batch: Any) -> Any:
         # The C and numba back-ends return host arrays, finished; the JAX one returns jax arrays still being computed
-        # (and keeps the updated parameters on the device between calls). The token batch is 32 KB at most:
-        # passed as a host array.
+        # (and keeps the updated parameters on the device between calls).
         return self.fn(*batch)
 
     def sync(self) -> None:

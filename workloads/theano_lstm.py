@@ -4,6 +4,11 @@ The graph is written once against a small `ScanOps` table so PyTensor (Theano's 
 runs the very same model. Fixes to the 2016 script: the classifier reads the LAST timestep (it read output[0]),
 every parameter is updated (W_toinp/B_toinp were not), and the harness excludes warm-up and compilation.
 Theano is imported only once the device is known: its flags are read at import time.
+The data batches live in shared variables (float32, as Theano's GPU back-end stores them; the ids are cast back to
+int32 in the graph, exact below 2**24) and a step is fn(batch index): the host-to-device copy happens in prepare(),
+outside the timed step, as in every other framework. Theano returns the loss to the host right after the forward
+pass while the backward and SGD kernels are still queued on its one stream, so sync() waits on every updated
+parameter. Precision: float32 only (floatX=float32; Theano has no bfloat16 type and no TF32 switch).
 """
 
 from __future__ import annotations
@@ -36,8 +41,14 @@ class ScanOps:
     static_shapes: bool = False  # PyTensor's JAX back-end needs batch and sequence length fixed in the graph
 
 
-def build_train_function(ops: ScanOps, w: harness.Weights, p: harness.Params, mode: Any = None) -> tuple[Any, dict]:
-    """A compiled f(tokens, labels) -> pre-update loss that also applies one SGD step; and the shared params."""
+def build_train_function(
+    ops: ScanOps, w: harness.Weights, p: harness.Params, mode: Any = None, data: tuple[Any, Any] | None = None
+) -> tuple[Any, dict]:
+    """A compiled f(tokens, labels) -> pre-update loss that also applies one SGD step; and the shared params.
+
+    With `data` (shared float32 token ids [n, B, T] and labels [n, B]) the function is f(batch index) instead, and
+    reads its batch from those shared variables (on the device).
+    """
     tt, h_dim = ops.tensor, p.hidden
     params = {n: ops.shared(getattr(w, n), name=n) for n in PARAM_NAMES}
     emb, kernel, rec, bias = (params[n] for n in PARAM_NAMES[:4])
@@ -72,7 +83,12 @@ def build_train_function(ops: ScanOps, w: harness.Weights, p: harness.Params, mo
     updates = [(v, v - lr * grads[i]) for i, v in enumerate(dense_params)]
     # inc_subtensor adds repeated ids' contributions, like a dense gradient would, without a [vocab, E] buffer.
     updates.append((emb, tt.inc_subtensor(emb[idx], -lr * grads[-1])))
-    fn = ops.function([tokens, labels], loss, updates=updates, mode=mode)
+    if data is None:
+        fn = ops.function([tokens, labels], loss, updates=updates, mode=mode)
+    else:
+        index = tt.iscalar("batch")
+        givens = {tokens: tt.cast(data[0][index], "int32"), labels: tt.cast(data[1][index], "int32")}
+        fn = ops.function([index], loss, updates=updates, givens=givens, mode=mode)
     return fn, params
 
 
@@ -99,7 +115,9 @@ class TheanoLSTM(harness.Framework):
     name = "theano"
     oom_types = (MemoryError,)
     # pygpu's GpuArrayException is only importable where libgpuarray is installed: match its text instead.
+    # libgpuarray: "cuMemAlloc: CUDA_ERROR_OUT_OF_MEMORY: out of memory"; cuBLAS's via harness.LIBRARY_OOM_MARKERS.
     oom_markers = ("CUDA_ERROR_OUT_OF_MEMORY", "out of memory")
+    embedding_update = "sparse"  # inc_subtensor on the looked-up rows
 
     def __init__(self, params: harness.Params) -> None:
         super().__init__(params)
@@ -141,16 +159,55 @@ class TheanoLSTM(harness.Framework):
             raise harness.Unsupported("Theano's GPU backend did not activate (see the log)")
         # The scan graph needs only cuBLAS and libgpuarray's own kernels, not cuDNN: versions() reports cuDNN.
 
+    def set_precision(self) -> None:
+        if self.params.precision != "fp32":
+            why = "no bfloat16 type" if self.params.precision == "bf16" else "no TF32 switch (plain cuBLAS sgemm)"
+            raise harness.Unsupported(f"{self.name} computes in float32 only: Theano 1.0 has {why}")
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        dtypes = sorted({str(v.dtype) for v in self._synced_variables()})
+        floatx = str(self.theano.config.floatX)
+        mode = "fp32" if dtypes == ["float32"] and floatx == "float32" else "+".join(dtypes)
+        return mode, {"floatX": floatx, "parameter_dtypes": dtypes}
+
     def build(self, weights: harness.Weights) -> None:
-        t = self.theano
+        t, p = self.theano, self.params
         ops = ScanOps(
             tensor=t.tensor, shared=t.shared, scan=t.scan, function=t.function, grad=t.grad,
             sigmoid=t.tensor.nnet.sigmoid, log_softmax=t.tensor.nnet.logsoftmax,
         )
-        self.fn, self.shared_params = build_train_function(ops, weights, self.params)
+        n = max(1, p.data_batches)
+        if p.vocab > 2**24:
+            raise harness.Unsupported(f"token ids are kept as float32 on the device: vocab {p.vocab} > 2**24")
+        self.data = (
+            t.shared(np.zeros((n, p.batch, p.seq_len), np.float32), name="data_tokens"),
+            t.shared(np.zeros((n, p.batch), np.float32), name="data_labels"),
+        )
+        self._prepared = 0
+        self.fn, self.shared_params = build_train_function(ops, weights, p, data=self.data)
+
+    def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
+        """Upload the batch into its slot of the shared data (on the device); the step then takes its index."""
+        k = self._prepared
+        self._prepared += 1
+        for i, value in enumerate((tokens, labels)):  # not zip(strict=...): the GPU image runs Python 3.9
+            host = np.array(self.data[i].get_value())
+            host[k] = value
+            self.data[i].set_value(host)
+        return np.int32(k)
 
     def step(self, batch: Any) -> Any:
-        return self.fn(*batch)  # returns host values: the call has finished on the device when it returns
+        return self.fn(batch)  # the loss is on the host after the forward pass; the update may still be queued
+
+    def _synced_variables(self) -> list[Any]:
+        return list(self.shared_params.values())
+
+    def sync(self) -> None:
+        # One stream: when every updated parameter is ready, everything queued before is done too.
+        for var in self._synced_variables():
+            value = var.get_value(borrow=True, return_internal_type=True)
+            if hasattr(value, "sync"):  # a pygpu GpuArray; NumPy arrays (the CPU back-end) are always ready
+                value.sync()
 
     def param_count(self) -> int:
         return sum(int(v.get_value(borrow=True).size) for v in self.shared_params.values())

@@ -2,6 +2,9 @@
 
 impl "fused" (default) runs nn.LSTM (cuDNN on GPU, ATen's fused kernel on CPU); "loop" runs nn.LSTMCell once per
 timestep, with the same weights, as a hand-written recurrent loop would.
+Precision: every TF32 switch PyTorch has is set explicitly (set_tf32) and read back (read_tf32); bf16 is
+torch.autocast(dtype=bfloat16) around the forward pass and the loss, with float32 parameters and SGD (PyTorch's
+mixed precision). The read-back adds the dtype the LSTM's output actually had in the last step.
 """
 
 from __future__ import annotations
@@ -17,6 +20,41 @@ from torch import nn
 from workloads import harness
 
 IMPLS = ("fused", "loop")
+# PyTorch's TF32 switches (the fp32_precision API of 2.9+; mixing it with the older allow_tf32 flags raises).
+TF32_SWITCHES = ("cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn")
+
+
+def _backend(torch: Any, path: str) -> Any:
+    obj = torch.backends
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_tf32(torch: Any, on: bool) -> None:
+    """Allow (tf32) or forbid (ieee) TF32 in every cuBLAS/cuDNN path, and keep oneDNN's float32 exact on a CPU."""
+    os.environ.pop("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", None)  # would force TF32 on whatever is set below
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        for path in TF32_SWITCHES:
+            _backend(torch, path).fp32_precision = "tf32" if on else "ieee"
+        torch.backends.mkldnn.fp32_precision = "ieee"
+    else:  # before 2.9
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
+def read_tf32(torch: Any) -> tuple[bool, dict[str, Any]]:
+    """(does any cuBLAS/cuDNN path allow TF32, the switches as PyTorch reports them)."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        switches = {f"{p}.fp32_precision": _backend(torch, p).fp32_precision for p in TF32_SWITCHES}
+        switches["mkldnn.fp32_precision"] = torch.backends.mkldnn.fp32_precision
+        tf32 = any(v == "tf32" for k, v in switches.items() if not k.startswith("mkldnn"))
+    else:
+        switches = {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                    "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32}
+        tf32 = any(switches.values())
+    switches["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] = os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+    return tf32 or switches["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] == "1", switches
 
 
 class _Model(nn.Module):
@@ -48,11 +86,19 @@ class _Model(nn.Module):
         if self.impl == "fused":
             out, _ = self.rnn(x)
             last = out[:, -1]
+            self.lstm_dtype = out.dtype  # what the recurrent part computed in (the read-back of autocast)
         else:
-            h = x.new_zeros(x.shape[0], self.rnn.hidden_size)
+            # The cell written out with F.linear (what nn.LSTMCell computes, gates i, f, g, o): autocast lowers
+            # F.linear to bfloat16, but not the fused lstm_cell op, which would silently stay float32.
+            cell = self.rnn
+            h = x.new_zeros(x.shape[0], cell.hidden_size)
             c = torch.zeros_like(h)
             for t in range(x.shape[1]):
-                h, c = self.rnn(x[:, t], (h, c))
+                z = F.linear(x[:, t], cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
+                self.lstm_dtype = z.dtype  # the gate products' dtype (the state stays float32 under autocast)
+                i, f, g, o = z.chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
             last = h
         return self.dense(last)
 
@@ -60,6 +106,7 @@ class _Model(nn.Module):
 class TorchLSTM(harness.Framework):
     name = "torch"
     oom_types = (torch.OutOfMemoryError,)
+    # cuDNN/cuBLAS allocation failures arrive as plain RuntimeError: harness.LIBRARY_OOM_MARKERS.
     oom_markers = ("CUDA out of memory", "CUDA error: out of memory")
 
     def check_device(self) -> None:
@@ -87,15 +134,35 @@ class TorchLSTM(harness.Framework):
                 f"(compute capability {major}.{minor}); this build supports {' '.join(archs)}"
             )
         self.device = torch.device("cuda", 0)
-        # Same FP32 arithmetic on every GPU generation: TF32 would change numerics (and speed) from Ampere on.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
         torch.cuda.reset_peak_memory_stats()
+
+    def set_precision(self) -> None:
+        p = self.params
+        if p.precision == "tf32" and torch.cuda.get_device_capability(0) < (8, 0):
+            raise harness.Unsupported(f"TF32 needs compute capability 8.0 or later: {torch.cuda.get_device_name(0)}")
+        set_tf32(torch, p.precision == "tf32")  # fp32 and bf16: no TF32 anywhere (bf16 leaves float32 ops exact)
+        self.autocast_dtype = torch.bfloat16 if p.precision == "bf16" else None
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        tf32, switches = read_tf32(torch)
+        switches["autocast_dtype"] = str(self.autocast_dtype) if self.autocast_dtype else None
+        switches["lstm_output_dtype"] = str(self.model.lstm_dtype)
+        bf16 = self.model.lstm_dtype == torch.bfloat16
+        return harness.mode_from(tf32=tf32 and self.device.type == "cuda", bf16=bf16), switches
 
     def build(self, weights: harness.Weights) -> None:
         self.model = _Model(weights, self.impl_used).to(self.device)
         self.trainable = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = torch.optim.SGD(self.trainable, lr=self.params.lr)
+        if self.autocast_dtype is not None and self.device.type == "cpu" and self.impl_used == "fused":
+            # oneDNN's bf16 LSTM needs CPU support (avx512_bf16 / AMX); without it the fused op cannot be built.
+            try:
+                with torch.no_grad(), torch.autocast("cpu", dtype=self.autocast_dtype):
+                    self.model(torch.zeros((1, 2), dtype=torch.long))
+            except RuntimeError as exc:
+                if "primitive descriptor" not in str(exc):
+                    raise
+                raise harness.Unsupported(f"torch on this CPU has no bfloat16 fused LSTM (oneDNN: {exc})") from exc
 
     def prepare(self, tokens: Any, labels: Any) -> Any:
         return (
@@ -106,7 +173,9 @@ class TorchLSTM(harness.Framework):
     def step(self, batch: Any) -> Any:
         tokens, labels = batch
         self.opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(tokens), labels)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            loss = F.cross_entropy(self.model(tokens), labels)  # autocast computes the loss in float32
         loss.backward()
         self.opt.step()
         return loss.detach()  # stays on the device: reading it here would add a sync to every step

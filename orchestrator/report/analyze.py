@@ -17,8 +17,9 @@ from orchestrator.report.fmt import fmt_ms
 from orchestrator.report.load import LoadedRun, workload_times
 from orchestrator.report.stats import CONFIDENCE, TimeStats, describe, overlaps
 from orchestrator.results import CellRecord, Status
+from orchestrator.validity import flags as validity_flags
 
-RowKey = tuple[str, str | None, str]  # framework, variant, impl
+RowKey = tuple[str, str | None, str, str]  # framework, variant, impl, precision
 
 
 @dataclass
@@ -46,6 +47,18 @@ class Group:
     peak: peaks.GpuPeak | None = None
     equivalence: Equivalence | None = None
     repeat_medians: list[float] = field(default_factory=list)
+    throughput_ms: float | None = None  # steady state: median over ok repeats of (back-to-back steps) / iters
+    flags: list[str] = field(default_factory=list)  # validity flags of ok repeats (orchestrator/validity.py)
+
+    @property
+    def precision(self) -> str:
+        return self.row.key[3]
+
+    @property
+    def pct_peak(self) -> float | None:
+        """% of the dense peak of the cell's own precision (fp32, TF32 or bf16)."""
+        peak = self.peak.for_precision(self.precision) if self.peak else None
+        return 100.0 * self.tflops / peak if self.tflops and peak else None
 
     @property
     def median(self) -> float | None:
@@ -117,7 +130,7 @@ def analyze(run: LoadedRun, frameworks: dict[str, Framework] | None = None) -> A
     oracle = Oracle(run.records)
     pooled: dict[tuple[RowKey, int], list[CellRecord]] = {}
     for rec in run.records:
-        pooled.setdefault(((rec.framework, rec.variant, rec.impl), rec.hidden), []).append(rec)
+        pooled.setdefault(((rec.framework, rec.variant, rec.impl, rec.precision), rec.hidden), []).append(rec)
     groups = {}
     for (key, hidden), recs in pooled.items():
         groups[(key, hidden)] = _group(by_key[key], hidden, recs, run.manifest, baseline, oracle)
@@ -135,11 +148,13 @@ def _rows(records: tuple[CellRecord, ...], frameworks: dict[str, Framework], bas
         impls.setdefault((rec.framework, rec.variant), set()).add(rec.impl)
     rows: dict[RowKey, Row] = {}
     for rec in records:
-        key = (rec.framework, rec.variant, rec.impl)
+        key = (rec.framework, rec.variant, rec.impl, rec.precision)
         if key in rows:
             continue
         fw = frameworks.get(rec.framework)
         label = rec.label if len(impls[(rec.framework, rec.variant)]) == 1 else f"{rec.label} [{rec.impl}]"
+        if rec.precision != "fp32":  # fp32 rows keep their plain label; every other precision says so
+            label = f"{label} ({rec.precision})"
         rows[key] = Row(key, label, original_row_for(rec.label, fw, rec.variant, baseline),
                         fw.meta.note if fw else None)
     # 2016 rows first in the 2016 order; within one, and for the rest, the run's (plan) order.
@@ -152,7 +167,10 @@ ORIGINAL_PARAMS = {"batch": 128, "seq_len": 64, "vocab": 10000, "classes": 5, "d
 
 
 def comparable_to_2016(params: dict[str, Any] | None) -> bool:
-    return bool(params) and all(params.get(k) == v for k, v in ORIGINAL_PARAMS.items())  # type: ignore[union-attr]
+    """The 2016 workload: its sizes, on a GPU, in float32 (the 2016 frameworks had no TF32 or bf16)."""
+    if not params or params.get("precision", "fp32") != "fp32":
+        return False
+    return all(params.get(k) == v for k, v in ORIGINAL_PARAMS.items())
 
 
 def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, Any], baseline: Baseline,
@@ -168,6 +186,9 @@ def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, An
     then = baseline.cell(row.original_row, hidden) if comparable_to_2016(params) else None
     g = Group(row, hidden, recs, status, stats, failures, then)
     g.repeat_medians = [describe(workload_times(r)).median for r in ok]
+    steady = sorted(r.workload.throughput_ms for r in ok if r.workload and r.workload.throughput_ms is not None)
+    g.throughput_ms = steady[len(steady) // 2] if steady else None
+    g.flags = sorted({f for r in ok if r.workload for f in validity_flags(r.workload)})
     if params:
         g.flops = flops_for_params(params)
         if stats and stats.median > 0:
@@ -219,14 +240,13 @@ def _ci(s: TimeStats) -> str:
 
 def _warnings(a: Analysis) -> list[str]:
     out = list(a.run.warnings)
+    precisions = sorted({g.precision for g in a.groups.values()})
+    if len(precisions) > 1:
+        out.append(f"this run mixes precisions ({', '.join(precisions)}): cells are compared and ranked only within "
+                   "one precision; a faster cell of another precision is faster partly because of its arithmetic")
     for h in a.hidden:
-        ranked = sorted((g for (_, gh), g in a.groups.items() if gh == h and g.stats), key=lambda g: g.median or 0)
-        for x, y in itertools.pairwise(ranked):
-            if x.stats and y.stats and overlaps(x.stats, y.stats):
-                out.append(
-                    f"hidden-{h}: {x.row.label} ({_ci(x.stats)}) and {y.row.label} ({_ci(y.stats)}) overlap: "
-                    "this run cannot rank them"
-                )
+        for precision in precisions:
+            out.extend(_overlaps(a, h, precision))
     few = [g for g in a.groups.values() if g.stats and g.stats.ci_coverage < CONFIDENCE]
     if few:
         cells = ", ".join(f"{g.row.label} hidden-{g.hidden} (n={g.stats.n})" for g in few if g.stats)
@@ -236,10 +256,25 @@ def _warnings(a: Analysis) -> list[str]:
         if g.status is Status.OK and g.failures:
             words = ", ".join(f"repeat {r.repeat}: {r.status.word}" for r in g.failures)
             out.append(f"{g.row.label} hidden-{g.hidden}: pooled over the ok repeats only ({words})")
-        if g.equivalence and g.equivalence.verdict == "mismatch":
+        e = g.equivalence
+        if e and e.verdict == "mismatch":
             out.append(f"{g.row.label} hidden-{g.hidden}: losses differ from the NumPy reference by "
-                       f"{g.equivalence.rel_dev:.2e} (relative; tolerance 1e-4): it may not compute the benchmark")
-        if g.equivalence and g.equivalence.params_ok is False:
-            out.append(f"{g.row.label} hidden-{g.hidden}: {g.equivalence.param_count} parameters, expected "
-                       f"{g.equivalence.param_count_expected}")
+                       f"{e.rel_dev:.2e} (relative; tolerance {e.tolerance:g} at {g.precision}): it may not compute "
+                       "the benchmark")
+        if e and e.params_ok is False:
+            out.append(f"{g.row.label} hidden-{g.hidden}: {e.param_count} parameters, expected "
+                       f"{e.param_count_expected}")
+        out.extend(f"{g.row.label} hidden-{g.hidden}: {flag}" for flag in g.flags)
+    return out
+
+
+def _overlaps(a: Analysis, h: int, precision: str) -> list[str]:
+    """Neighbours in speed whose intervals overlap, among the cells of one precision (never across precisions)."""
+    out = []
+    ranked = sorted((g for (_, gh), g in a.groups.items() if gh == h and g.stats and g.precision == precision),
+                    key=lambda g: g.median or 0)
+    for x, y in itertools.pairwise(ranked):
+        if x.stats and y.stats and overlaps(x.stats, y.stats):
+            out.append(f"hidden-{h}: {x.row.label} ({_ci(x.stats)}) and {y.row.label} ({_ci(y.stats)}) overlap: "
+                       "this run cannot rank them")
     return out

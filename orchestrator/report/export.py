@@ -61,6 +61,7 @@ def group_doc(g: Group) -> dict[str, Any]:
     s = g.stats
     return {
         "label": g.row.label, "framework": g.row.key[0], "variant": g.row.key[1], "impl": g.row.key[2],
+        "precision": g.precision, "throughput_ms": g.throughput_ms, "flags": g.flags,
         "original_row": g.row.original_row, "hidden": g.hidden, "status": g.status.value, "word": g.word,
         "cells": [r.cell_id for r in g.records], "repeats_ok": len(g.records) - len(g.failures),
         "repeats": len(g.records), "repeat_medians_ms": g.repeat_medians,
@@ -72,8 +73,8 @@ def group_doc(g: Group) -> dict[str, Any]:
         "speedup_vs_2016": g.speedup, "speedup_vs_2016_alt": g.speedup_alt,
         "flops_per_step": g.flops, "tflops": g.tflops, "gpu": g.gpu,
         "peak": {"matched": g.peak.gpu, "fp32_tflops": g.peak.fp32_tflops, "tf32_tflops": g.peak.tf32_tflops,
-                 "source": g.peak.source} if g.peak else None,
-        "pct_of_peak_fp32": g.pct_fp32, "pct_of_peak_tf32": g.pct_tf32,
+                 "bf16_tflops": g.peak.bf16_tflops, "clock": g.peak.clock, "source": g.peak.source} if g.peak else None,
+        "pct_of_peak_fp32": g.pct_fp32, "pct_of_peak_tf32": g.pct_tf32, "pct_of_peak": g.pct_peak,
         "equivalence": g.equivalence.as_dict() if g.equivalence else None,
     }
 

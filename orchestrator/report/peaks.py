@@ -1,8 +1,9 @@
 """Datasheet peak throughput of common NVIDIA GPUs (data/gpu_peaks.csv), keyed by the name nvidia-smi reports.
 
-Two peaks per GPU, both dense (no 2:4 sparsity): fp32 on the CUDA cores, and TF32 on the tensor cores (empty
-where the GPU has none for TF32). A name that matches no pattern gets no peak: the report then shows no % of peak
-rather than a guess.
+Three peaks per GPU, all dense (no 2:4 sparsity) and at the boost clock, as NVIDIA's datasheets state them:
+fp32 on the CUDA cores, TF32 and bf16 (FP32 accumulate) on the tensor cores (empty where the GPU has no tensor
+cores for that type). Each row cites its datasheet. A cell's % of peak uses the peak of its own precision. A name
+that matches no pattern gets no peak: the report then shows no % of peak rather than a guess.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class GpuPeak:
     fp32_tflops: float
     tf32_tflops: float | None
     source: str
+    bf16_tflops: float | None = None
+    clock: str = "boost"
+
+    def for_precision(self, precision: str | None) -> float | None:
+        """The dense peak that matches a cell's arithmetic (fp32 when the record does not say)."""
+        return {"tf32": self.tf32_tflops, "bf16": self.bf16_tflops}.get(precision or "fp32", self.fp32_tflops)
 
 
 @cache
@@ -30,10 +37,14 @@ def _table() -> tuple[tuple[re.Pattern[str], GpuPeak], ...]:
     text = resources.files("orchestrator.report").joinpath("data").joinpath("gpu_peaks.csv").read_text(encoding="utf-8")
     rows = []
     for rec in csv.DictReader(text.splitlines()):
-        peak = GpuPeak(rec["gpu"], float(rec["fp32_tflops"]),
-                       float(rec["tf32_tflops"]) if rec["tf32_tflops"] else None, rec["source"])
+        peak = GpuPeak(rec["gpu"], float(rec["fp32_tflops"]), _optional(rec["tf32_tflops"]), rec["source"],
+                       _optional(rec["bf16_tflops"]), rec["clock"])
         rows.append((re.compile(rec["pattern"], re.IGNORECASE), peak))
     return tuple(rows)
+
+
+def _optional(text: str) -> float | None:
+    return float(text) if text else None
 
 
 def lookup(name: str | None) -> GpuPeak | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row
-from orchestrator.report.equivalence import TOLERANCE
+from orchestrator.report.equivalence import TOLERANCES
 from orchestrator.report.fmt import fmt_ms, fmt_pct, fmt_x
 from orchestrator.report.stats import MODIFIED_Z_LIMIT
 
@@ -98,8 +98,8 @@ def _params_text(g: Group) -> str:
 
 
 def detail_table(a: Analysis) -> Table:
-    headers = ["framework", "hidden", "status", "repeats", "batches", "median ms", "95% CI ms", "CV", "outliers",
-               "TFLOP/s", "% fp32 peak", "% TF32 peak", "equivalence", "params"]
+    headers = ["framework", "precision", "hidden", "status", "repeats", "batches", "median ms", "95% CI ms", "CV",
+               "outliers", "steady ms", "TFLOP/s", "% of peak", "equivalence", "params"]
     rows = []
     for row in a.rows:
         for h in a.hidden:
@@ -108,20 +108,26 @@ def detail_table(a: Analysis) -> Table:
                 continue
             s = g.stats
             rows.append([
-                row.label, str(h), g.status.value, f"{len(g.records) - len(g.failures)}/{len(g.records)} ok",
+                row.label, g.precision, str(h), g.status.value,
+                f"{len(g.records) - len(g.failures)}/{len(g.records)} ok",
                 str(s.n) if s else "", fmt_ms(s.median) if s else "",
                 f"{fmt_ms(s.ci_low)}–{fmt_ms(s.ci_high)}" if s else "",
                 f"{100 * s.cv:.1f}%" if s and s.cv is not None else "",
                 str(s.outliers) if s else "",
+                fmt_ms(g.throughput_ms) if g.throughput_ms is not None else "",
                 f"{g.tflops:.3g}" if g.tflops is not None else "",
-                fmt_pct(g.pct_fp32), fmt_pct(g.pct_tf32), _equivalence_text(g), _params_text(g),
+                fmt_pct(g.pct_peak), _equivalence_text(g), _params_text(g),
             ])
     intro = (
         "Statistics pool every timed batch of every ok repeat. 95% CI: distribution-free order-statistic interval "
         f"of the median. CV: standard deviation / mean. Outliers: |modified z| > {MODIFIED_Z_LIMIT} (MAD based). "
-        "TFLOP/s: analytic FLOPs of one training step / median time. % of peak: against the GPU's datasheet "
-        "dense peak (blank: CPU cell or a GPU not in the peak table). Equivalence: the larger relative deviation "
-        f"of the first two losses from the NumPy reference (✓ within {TOLERANCE:g})."
+        "Steady ms: the same timed steps queued back to back with one sync at the end, per batch (median ms syncs "
+        "after every step). TFLOP/s: analytic FLOPs of one training step / median time. % of peak: against the "
+        "GPU's datasheet dense peak of the cell's own precision (fp32, TF32 or bf16; blank: CPU cell, or a GPU or "
+        "precision not in the peak table). Equivalence: the larger relative deviation of the first two losses "
+        "from the float32 NumPy reference (✓ within the precision's tolerance: "
+        + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + "). Rows of different precisions are never "
+        "ranked against each other."
     )
     return Table("detail", "Every cell in detail", headers, rows, intro)
 
@@ -144,11 +150,13 @@ def peak_table(a: Analysis) -> Table:
         if g.gpu and g.gpu not in seen:
             seen[g.gpu] = g.peak
     rows = [[name, p.gpu if p else "not in the peak table: no % of peak", f"{p.fp32_tflops:g}" if p else "",
-             f"{p.tf32_tflops:g}" if p and p.tf32_tflops else "", p.source if p else ""]
+             f"{p.tf32_tflops:g}" if p and p.tf32_tflops else "", f"{p.bf16_tflops:g}" if p and p.bf16_tflops else "",
+             p.clock if p else "", p.source if p else ""]
             for name, p in seen.items()]
     return Table("peaks", "Peak throughput used for % of peak",
-                 ["GPU reported", "matched", "fp32 TFLOP/s", "TF32 TFLOP/s", "source"], rows,
-                 "Dense datasheet peaks (no 2:4 sparsity): fp32 on the CUDA cores, TF32 on the tensor cores.")
+                 ["GPU reported", "matched", "fp32 TFLOP/s", "TF32 TFLOP/s", "bf16 TFLOP/s", "clock", "source"], rows,
+                 "Dense datasheet peaks (no 2:4 sparsity) at the boost clock: fp32 on the CUDA cores, TF32 and bf16 "
+                 "(FP32 accumulate) on the tensor cores. A cell's % of peak uses its own precision's peak.")
 
 
 def flat(value: Any, prefix: str = "", depth: int = 0) -> str:
