@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.classify import classify
+from orchestrator.machine.cell import CellSampling
+from orchestrator.machine.summary import MachineState
 from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
@@ -52,6 +54,7 @@ def record_for(
     outcome: Outcome | None,
     workload: dict[str, Any] | None,
     started_at: str | None = None,
+    machine: MachineState | None = None,
 ) -> CellRecord:
     stats = (workload or {}).get("stats_ms") or {}
     return CellRecord(
@@ -78,6 +81,7 @@ def record_for(
         # A runner that queues cells (Ray) knows when the cell really started; the hand-over time otherwise.
         started_at=(outcome.started_at if outcome and outcome.started_at else started_at),
         finished_at=now_iso(),
+        machine=machine,
     )
 
 
@@ -100,9 +104,20 @@ def prepare_environments(
 
 
 def run_one(
-    plan: Plan, runner: Runner, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None
+    plan: Plan,
+    runner: Runner,
+    store: RunStore,
+    run_id: str,
+    cell: Cell,
+    env: Environment,
+    slot: str | None,
+    gpu_settle_c: float | None = None,
 ) -> CellRecord | None:
-    """Run and classify one cell; None when it was aborted (so --resume runs it again)."""
+    """Run and classify one cell; None when it was aborted (so --resume runs it again).
+
+    A runner whose cells run on this host (`host_sampling = True`) is handed `watch`, and the host samples the
+    machine's state while the cell runs (orchestrator/machine/).
+    """
     matrix = plan.matrix
     label = plan.frameworks[cell.framework].row_label(cell.variant)
     started_at = precise_now()
@@ -113,14 +128,23 @@ def run_one(
         )
     cell_dir = store.fresh_cell_dir(cell.cell_id)
     write_json(cell_dir / PARAMS_FILE, cell.params(matrix))
-    outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s)
+    sampling = CellSampling(matrix.device, slot) if getattr(runner, "host_sampling", False) is True else None
+    try:
+        if sampling is not None and gpu_settle_c is not None:
+            sampling.settle(gpu_settle_c)
+        watch = {"watch": sampling.watch} if sampling is not None else {}
+        outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s, **watch)
+    finally:
+        if sampling is not None:
+            sampling.stop()
     if outcome.error == "aborted":
         return None
     write_atomic(cell_dir / LOG_FILE, outcome.log_tail)  # the output's tail, for every cell, ok ones too
     status, reason, workload = classify(outcome, matrix.timeout_s)
+    machine = sampling.finish(workload, store.cell_dir(cell.cell_id)) if sampling is not None else None
     return record_for(
         cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload,
-        started_at,
+        started_at, machine,
     )
 
 
@@ -133,6 +157,7 @@ def execute(
     events: Events,
     resume: bool = False,
     on_record: Callable[[CellRecord], None] | None = None,
+    gpu_settle_c: float | None = None,
 ) -> RunSummary:
     summary = RunSummary()
     order = [c.cell_id for c in plan.cells]
@@ -156,7 +181,7 @@ def execute(
 
     def work(cell: Cell, slot: str | None) -> None:
         events.cell_started(cell, slot)
-        record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot)
+        record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot, gpu_settle_c)
         if record is None:
             return
         store.save(record, order)

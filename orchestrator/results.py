@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.machine.summary import MachineState
+
 RECORD_SCHEMA_VERSION = 1
 # Statuses a workload may report in its own JSON (workloads/harness.py WORKLOAD_STATUSES).
 WORKLOAD_REPORTED = {"ok", "oom", "recursion", "crashed", "unsupported"}
@@ -70,6 +72,7 @@ class CellRecord(BaseModel):
     log_tail: str | None = None
     workload: dict[str, Any] | None = None
     started_at: str | None = None  # UTC, milliseconds; absent in records of older runs
+    machine: MachineState | None = None  # what the host saw during the timed part (orchestrator/machine/)
     finished_at: str
 
     def to_json_line(self) -> str:

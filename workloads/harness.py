@@ -199,6 +199,7 @@ class Measurement:
     param_count: int | None = None
     peak_memory_bytes: int | None = None
     setup_s: float | None = None
+    timed_window: list[float] | None = None  # wall clock (time.time()) at the timed loop's start and end
 
 
 def measure(fw: Framework, p: Params, m: Measurement) -> None:
@@ -220,12 +221,14 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
     fw.sync()
 
     loss = None
+    window_start = time.time()  # wall clock, shared with the host: its machine sampler keeps this window
     for i in range(p.iters):
         batch = batches[i % len(batches)]
         start = time.perf_counter()
         loss = fw.step(batch)
         fw.sync()
         m.times_ms.append((time.perf_counter() - start) * 1000.0)
+    m.timed_window = [window_start, time.time()]
     if loss is not None:
         m.loss_final = fw.loss_value(loss)
     m.peak_memory_bytes = fw.peak_memory_bytes()
@@ -297,6 +300,7 @@ def build_document(
         "stats_ms": summarize(m.times_ms) if m.times_ms else None,
         "peak_memory_bytes": m.peak_memory_bytes,
         "setup_s": m.setup_s,
+        "timed_window": m.timed_window,
         "wall_s": wall_s,
     }
 
