@@ -193,3 +193,42 @@ def test_record_carries_the_summary_and_old_records_still_load() -> None:
     again = CellRecord.model_validate_json(rec.model_dump_json())
     assert again.machine == m and isinstance(again.machine, MachineState)
     assert CellRecord.model_validate_json(json.dumps(base)).machine is None
+
+
+def test_a_gpu_cell_without_nvml_says_unavailable_in_its_record(tmp_path: Path) -> None:
+    """Through the real pipeline and local runner: a GPU cell on this driverless host, with --gpu-settle."""
+    from report_helpers import TINY, _yaml
+
+    from orchestrator import PROJECT_ROOT
+    from orchestrator.frameworks import discover
+    from orchestrator.matrix import parse_matrix
+    from orchestrator.pipeline import Events, execute
+    from orchestrator.plan import expand
+    from orchestrator.runners.local import LocalRunner
+    from orchestrator.store import RunStore
+
+    if not isinstance(gpu.facts(), str):
+        pytest.skip("NVML works on this host; this test is for hosts without it")
+    doc = {"name": "nogpu", "frameworks": ["numpy-reference"], "hidden": [8], **TINY, "device": "gpu"}
+    plan = expand(parse_matrix(_yaml(doc), "<test>"), discover(PROJECT_ROOT / "images"))
+    store = RunStore(tmp_path / "run")
+    store.open_for_run()
+    try:
+        summary = execute(plan, LocalRunner(device="gpu", python="current"), store, "nogpu", ["0"], Events(),
+                          gpu_settle_c=50.0)
+    finally:
+        store.close()
+    (rec,) = summary.records
+    m = rec.machine
+    assert rec.status.value == "unsupported" and m is not None  # the NumPy workload has no GPU path
+    assert m.unavailable["gpu"].startswith("unavailable: ") and m.settle is not None
+    assert m.settle.startswith("unavailable: ") and m.window == "cell" and m.gpu_energy_j is None
+
+
+def test_gpu_settle_is_refused_on_a_cpu_run_in_one_line() -> None:
+    from tests.conftest import run_cli
+
+    proc = run_cli(["matrix.yaml", "--device", "cpu", "--gpu-settle", "--dry-run"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: --gpu-settle 50: needs --device gpu and a temperature in (0, 120] °C"
+    assert run_cli(["matrix.yaml", "--device", "gpu", "--gpu-settle", "45", "--dry-run"]).returncode == 0
