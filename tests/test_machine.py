@@ -232,3 +232,22 @@ def test_gpu_settle_is_refused_on_a_cpu_run_in_one_line() -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "error: --gpu-settle 50: needs --device gpu and a temperature in (0, 120] °C"
     assert run_cli(["matrix.yaml", "--device", "gpu", "--gpu-settle", "45", "--dry-run"]).returncode == 0
+
+
+def test_the_harness_stamps_its_timed_loop_with_the_wall_clock(tmp_path: Path) -> None:
+    import time
+
+    from workloads import harness
+    from workloads.numpy_reference import NumpyLSTM
+
+    params = {"framework": "numpy-reference", "hidden": 16, "batch": 4, "seq_len": 8, "vocab": 100, "iters": 5,
+              "warmup": 1, "device": "cpu"}
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    before = time.time()
+    code = harness.run(NumpyLSTM, ["--params", str(tmp_path / "params.json"), "--out", str(tmp_path / "r.json")])
+    after = time.time()
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and doc["status"] == "ok"
+    t0, t1 = doc["timed_window"]
+    assert before < t0 < t1 < after
+    assert sum(doc["times_ms"]) / 1000 <= (t1 - t0) + 1e-3  # every timed batch lies inside the window
