@@ -238,13 +238,13 @@ def test_the_harness_stamps_its_timed_loop_with_the_wall_clock(tmp_path: Path) -
     import time
 
     from workloads import harness
-    from workloads.numpy_reference import NumpyLSTM
+    from workloads.numpy_reference import NumpyReference
 
     params = {"framework": "numpy-reference", "hidden": 16, "batch": 4, "seq_len": 8, "vocab": 100, "iters": 5,
               "warmup": 1, "device": "cpu"}
     (tmp_path / "params.json").write_text(json.dumps(params))
     before = time.time()
-    code = harness.run(NumpyLSTM, ["--params", str(tmp_path / "params.json"), "--out", str(tmp_path / "r.json")])
+    code = harness.run(NumpyReference, ["--params", str(tmp_path / "params.json"), "--out", str(tmp_path / "r.json")])
     after = time.time()
     doc = json.loads((tmp_path / "r.json").read_text())
     assert code == 0 and doc["status"] == "ok"
