@@ -251,3 +251,15 @@ def test_the_harness_stamps_its_timed_loop_with_the_wall_clock(tmp_path: Path) -
     t0, t1 = doc["timed_window"]
     assert before < t0 < t1 < after
     assert sum(doc["times_ms"]) / 1000 <= (t1 - t0) + 1e-3  # every timed batch lies inside the window
+
+
+def test_manifest_adds_nvml_settings_to_each_gpu_by_index() -> None:
+    from orchestrator.manifest import initial_manifest, with_settings
+
+    smi = [{"index": "0", "name": "GPU A", "driver": "1"}, {"index": "1", "name": "GPU A", "driver": "1"}]
+    nv = [{"index": "1", "name": "GPU A", "power_limit_w": 300.0, "clocks_locked": True, "persistence_mode": False}]
+    merged = with_settings(smi, nv)
+    assert merged[0] == smi[0] and merged[1]["power_limit_w"] == 300.0 and merged[1]["clocks_locked"] is True
+    assert with_settings([], nv) == nv and with_settings(smi, "unavailable: no driver") == smi
+    manifest = initial_manifest("r", {}, {}, [])
+    assert manifest["nvml"] == "ok" or manifest["nvml"].startswith("unavailable: ")
