@@ -8,7 +8,7 @@ shows). Prints the ratio with/without (goal: below 1.005) and the sampler's own 
 over the sampled cells' wall time. NVML reads are not part of it: there is no GPU here (see docs/report.md).
 
 usage: python benchmarks/sampler_overhead.py [--hidden 128] [--batch 32] [--seq-len 32] [--iters 40]
-                                             [--rounds 9] [--period 0.1]
+                                             [--rounds 15] [--period 0.1]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--iters", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--period", type=float, default=PERIOD_S, help=f"sampling period in s (default {PERIOD_S})")
     opts = ap.parse_args()
     params = {"framework": "numpy-reference", "impl": "loop", "hidden": opts.hidden, "batch": opts.batch,
@@ -77,8 +77,12 @@ def main() -> int:
                     walls += wall
             print(f"round {r + 1}: with {with_s[-1]:.3f} ms, without {without[-1]:.3f} ms", flush=True)
     a, b = statistics.median(with_s), statistics.median(without)
+    paired = sorted(x / y for x, y in zip(with_s, without, strict=True))
+    q1, _, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else (paired[0], 0, paired[0])
     print(f"\nmedian ms/batch over {opts.rounds} rounds: with sampling {a:.3f}, without {b:.3f}; "
           f"ratio with/without {a / b:.4f} (goal < 1.005)")
+    print(f"per-round ratios with/without: median {statistics.median(paired):.4f}, quartiles {q1:.4f}-{q3:.4f} "
+          "(a spread much wider than 0.5% means this host is too noisy to resolve the goal by timing alone)")
     share = 100 * sampler_cpu / walls
     print(f"sampler CPU: {sampler_cpu:.4f} s over {walls:.1f} s of sampled cells = {share:.3f}% "
           f"of one core at a {opts.period:g} s period ({time.monotonic() - started:.0f} s in all)")
