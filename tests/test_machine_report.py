@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from report_helpers import derived_run
 from test_machine import gpu_samples
 
@@ -48,6 +49,8 @@ def test_throttled_gpu_cells_are_flagged_with_energy_per_batch(real_run: Path, t
     assert "THROTTLED" in row and "sw-power-cap" in row and "| 24 |" in row and f"{per_w:.3g}" in row
     assert "the GPU throttled (power or heat) during" in md.split("## Warnings", 1)[1].split("\n## ", 1)[0]
     assert "THROTTLED" in (run / "report.html").read_text()
+    csv = pd.read_csv(run / "results.csv").set_index("cell_id")
+    assert csv.loc[first.cell_id, "j_per_batch"] == 24 and bool(csv.loc[first.cell_id, "throttled"]) is True
 
 
 def test_compare_warns_when_machine_states_differ(real_run: Path, real_run_b: Path, tmp_path: Path) -> None:
