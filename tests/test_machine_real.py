@@ -74,6 +74,8 @@ def test_a_cell_timed_beside_cpu_hogs_is_flagged_busy(base_image: str, project_c
     m = record["machine"]
     assert m["window"] == "timed" and m["unavailable"] == {}, m
     assert m["host_busy"] is True and m["host_others_share"] > BUSY_SHARE, m
+    # Squeezed by the hogs, the container still used CPU in its window, and never more than all CPUs for all of it.
+    assert 0 < m["cell_cpu_s"] <= (os.cpu_count() or 1) * m["window_s"] * 1.05 + 0.05, m
     check_raw_samples(cell_dir, record)
 
 
