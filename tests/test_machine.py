@@ -138,15 +138,17 @@ def test_cgroup_files_v1_and_v2_layouts(tmp_path) -> None:
     (root / "cpu,cpuacct" / "docker" / "abc" / "cpuacct.usage").write_text("2500000000\n")
     (root / "memory" / "docker" / "abc").mkdir(parents=True)
     (root / "memory" / "docker" / "abc" / "memory.usage_in_bytes").write_text("4096\n")
-    cpu, mem, version = cgroup_files(7, proc, root)
+    cpu, mem, version = cgroup_files(7, "abc", proc, root)
     assert version == "v1" and cpu.name == "cpuacct.usage" and mem is not None and mem.read_text() == "4096\n"
     (proc / "8").mkdir()
     (proc / "8" / "cgroup").write_text("0::/system.slice/docker-abc.scope\n")
     d = root / "system.slice" / "docker-abc.scope"
     d.mkdir(parents=True)
     (d / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
-    cpu, mem, version = cgroup_files(8, proc, root)
+    cpu, mem, version = cgroup_files(8, "abc", proc, root)
     assert version == "v2" and cpu == d / "cpu.stat" and mem is None
+    with pytest.raises(LookupError, match="not container"):
+        cgroup_files(8, "def", proc, root)  # the engine's pid names another process in this pid namespace
 
 
 class Flaky:

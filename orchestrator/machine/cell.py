@@ -31,6 +31,7 @@ class CellProcess:
     pid: int
     own_cgroup: bool  # a container: measure its cgroup; False: measure the process (local runner)
     cpus: frozenset[int] | None = None  # the CPUs it may use (its cpuset); None: all of them
+    cgroup_must_name: str | None = None  # the container id: its cgroup path names it, or the pid is not ours here
 
 
 class CellSampling:
@@ -53,7 +54,10 @@ class CellSampling:
         """Called on the runner's thread as the cell starts: choose the sources and start sampling. Never raises."""
         try:
             self.sampler.add(HostCpu(set(proc.cpus) if proc.cpus else None))
-            self._add("cell", lambda: CgroupCell(proc.pid) if proc.own_cgroup else ProcessCell(proc.pid))
+            if proc.own_cgroup:
+                self._add("cell", lambda: CgroupCell(proc.pid, proc.cgroup_must_name))
+            else:
+                self._add("cell", lambda: ProcessCell(proc.pid))
             if self.device == "gpu" and self.slot is not None and self.slot.isdigit():
                 self._gpu = self._add("gpu", lambda: gpu.NvmlGpu(int(self.slot or 0)))
             self.sampler.start()

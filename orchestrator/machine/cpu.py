@@ -66,9 +66,18 @@ class HostCpu:
         }
 
 
-def cgroup_files(pid: int, proc: Path = PROC, root: Path = CGROUP_ROOT) -> tuple[Path, Path | None, str]:
-    """(CPU usage file, memory file, "v1"|"v2") of the cgroup that process `pid` lives in."""
-    lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+def cgroup_files(
+    pid: int, must_name: str | None = None, proc: Path = PROC, root: Path = CGROUP_ROOT
+) -> tuple[Path, Path | None, str]:
+    """(CPU usage file, memory file, "v1"|"v2") of the cgroup that process `pid` lives in.
+
+    `must_name` (a container id) must appear in the cgroup's path: the engine gives pids of its host's pid
+    namespace, and an orchestrator in another namespace would otherwise measure some unrelated process.
+    """
+    text = (proc / str(pid) / "cgroup").read_text()
+    if must_name and must_name not in text:
+        raise LookupError(f"pid {pid} here is not container {must_name[:12]} (another pid namespace?)")
+    lines = text.splitlines()
     v1: dict[str, str] = {}
     v2 = None
     for line in lines:
@@ -95,8 +104,8 @@ class CgroupCell:
 
     name = "cell"
 
-    def __init__(self, pid: int) -> None:
-        self.cpu_file, self.mem_file, self.version = cgroup_files(pid)
+    def __init__(self, pid: int, must_name: str | None = None) -> None:
+        self.cpu_file, self.mem_file, self.version = cgroup_files(pid, must_name)
 
     def read(self) -> Sample:
         text = self.cpu_file.read_text()

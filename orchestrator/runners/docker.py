@@ -275,7 +275,7 @@ class DockerRunner:
             pid = int(container.attrs["State"].get("Pid") or 0)
             if pid > 0:
                 cpus = frozenset(parse_cpuset(self.cpusets[slot])) if slot in self.cpusets else None
-                watch(CellProcess(pid, own_cgroup=True, cpus=cpus))
+                watch(CellProcess(pid, own_cgroup=True, cpus=cpus, cgroup_must_name=container.id))
 
     def abort(self) -> None:
         self._aborted.set()
