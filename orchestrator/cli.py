@@ -108,6 +108,16 @@ def run_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="ray runner: run a cell again up to N times when its node or worker dies (default 2)",
     )
+    p.add_argument(
+        "--gpu-settle",
+        nargs="?",
+        type=float,
+        const=50.0,
+        default=None,
+        metavar="MAX_C",
+        help="GPU runs: before each cell wait (at most 300 s) until its GPU is idle (<= 5%% busy) and at most MAX_C "
+        "°C (default 50); off unless given. Only reads NVML: clocks and power limits are never changed",
+    )
     p.add_argument("--no-report", action="store_true", help="skip rendering the report at the end")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress, only the summary")
     return p
@@ -209,6 +219,8 @@ def cmd_run(argv: list[str], console: Console) -> int:
 
     args = run_parser().parse_args(argv)
     plan = make_plan(args)
+    if args.gpu_settle is not None and (plan.matrix.device != "gpu" or not 0 < args.gpu_settle <= 120):
+        raise InputError(f"--gpu-settle {args.gpu_settle:g}: needs --device gpu and a temperature in (0, 120] °C")
     if args.dry_run:
         return dry_run(plan)
     if args.resume and args.out is None:
@@ -241,11 +253,14 @@ def cmd_run(argv: list[str], console: Console) -> int:
         try:
             if args.quiet:
                 events = Events()
-                summary = execute(plan, runner, store, run_id, slots, events, args.resume, check_environments=check)
+                summary = execute(
+                    plan, runner, store, run_id, slots, events, args.resume, check_environments=check,
+                    gpu_settle_c=args.gpu_settle,
+                )
             else:
                 with RichEvents(console) as events:
                     summary = execute(plan, runner, store, run_id, slots, events, args.resume,
-                                      check_environments=check)
+                                      check_environments=check, gpu_settle_c=args.gpu_settle)
         except InputError:
             store.write_manifest(previous)  # refused before any cell ran: the run dir is as it was
             raise

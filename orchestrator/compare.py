@@ -129,6 +129,34 @@ def _notes(a: LoadedRun, b: LoadedRun) -> list[str]:
     gb = sorted({str(g.get("name")) for g in b.manifest.get("gpus") or [] if isinstance(g, dict)})
     if ga != gb:
         notes.append(f"different GPUs: {', '.join(ga) or 'none'} (A) vs {', '.join(gb) or 'none'} (B)")
+    return notes + machine_notes(a, b)
+
+
+# GPU settings (manifest "gpus", from nvidia-smi and NVML) that change what a GPU can do.
+_GPU_SETTINGS = (("driver", "driver"), ("power_limit_w", "power limit (W)"),
+                 ("application_clocks_mhz", "application clocks (MHz)"), ("clocks_locked", "clocks locked"))
+
+
+def _gpu_setting(run: LoadedRun, key: str) -> str:
+    values = sorted({str(g.get(key)) for g in run.manifest.get("gpus") or [] if isinstance(g, dict) and key in g})
+    return ", ".join(values)
+
+
+def machine_notes(a: LoadedRun, b: LoadedRun) -> list[str]:
+    """The comparability guard: the machine state differed between the runs, or one of them ran disturbed."""
+    notes = []
+    for key, name in _GPU_SETTINGS:
+        va, vb = _gpu_setting(a, key), _gpu_setting(b, key)
+        if va and vb and va != vb:
+            notes.append(f"the GPUs' {name} differ: {va} (A) vs {vb} (B); compare with care")
+    for side, run in (("A", a), ("B", b)):
+        throttled = sum(1 for r in run.records if r.machine and r.machine.throttled)
+        busy = sum(1 for r in run.records if r.machine and r.machine.host_busy)
+        if throttled:
+            notes.append(f"run {side}: the GPU throttled (power or heat) in {throttled} cell(s); compare with care")
+        if busy:
+            notes.append(f"run {side}: {busy} cell(s) ran on a busy host (other processes took their CPUs); "
+                         "compare with care")
     return notes
 
 

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from orchestrator import PROJECT_ROOT, __version__
+from orchestrator.machine import gpu as nvml_gpu
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -58,7 +59,18 @@ def host_gpus() -> list[dict[str, str]]:
     return gpus
 
 
+def with_settings(gpus: list[dict[str, Any]], settings: list[dict[str, Any]] | str) -> list[dict[str, Any]]:
+    """nvidia-smi's GPU list with NVML's settings (power limit, persistence, ECC, clocks, locked) added by index."""
+    if isinstance(settings, str):
+        return gpus
+    by_index = {s["index"]: s for s in settings}
+    if not gpus:
+        return [dict(s) for s in settings]
+    return [{**by_index.get(g.get("index"), {}), **g} for g in gpus]
+
+
 def initial_manifest(run_id: str, matrix: dict[str, Any], runner: dict[str, Any], argv: list[str]) -> dict[str, Any]:
+    settings = nvml_gpu.facts()  # only read: clocks and power limits are the user's to set
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "run_id": run_id,
@@ -74,7 +86,8 @@ def initial_manifest(run_id: str, matrix: dict[str, Any], runner: dict[str, Any]
             "cpu_count": os.cpu_count(),
         },
         "runner": runner,
-        "gpus": host_gpus(),
+        "gpus": with_settings(host_gpus(), settings),
+        "nvml": "ok" if isinstance(settings, list) else settings,  # or "unavailable: <reason>"
         "git": git_state(),
         "matrix": matrix,
         "environments": {},

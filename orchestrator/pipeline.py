@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.classify import classify, impl_that_ran
+from orchestrator.machine.cell import CellSampling
+from orchestrator.machine.summary import MachineState
 from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
@@ -62,6 +64,7 @@ def record_for(
     workload: WorkloadResult | None,
     started_at: str | None = None,
     params: dict[str, Any] | None = None,
+    machine: MachineState | None = None,
 ) -> CellRecord:
     # Our own statistics of the validated times, not the workload's summary of them.
     times = np.asarray(workload.times_ms if workload and status is Status.OK else [], dtype=np.float64)
@@ -92,6 +95,7 @@ def record_for(
         # A runner that queues cells (Ray) knows when the cell really started; the hand-over time otherwise.
         started_at=(outcome.started_at if outcome and outcome.started_at else started_at),
         finished_at=now_iso(),
+        machine=machine,
     )
 
 
@@ -114,18 +118,27 @@ def prepare_environments(
 
 
 def run_one(
-    plan: Plan, runner: Runner, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None
+    plan: Plan,
+    runner: Runner,
+    store: RunStore,
+    run_id: str,
+    cell: Cell,
+    env: Environment,
+    slot: str | None,
+    gpu_settle_c: float | None = None,
 ) -> CellRecord | None:
     """Run and classify one cell; None when it was aborted (so --resume runs it again).
 
     Whatever goes wrong while handling the cell (an OSError on what the workload left, a cleanup that fails)
-    becomes this cell's record: it never reaches the other cells or the run.
+    becomes this cell's record: it never reaches the other cells or the run. A runner whose cells run on this host
+    (`host_sampling = True`) is handed `watch`, and the host samples the machine's state while the cell runs
+    (orchestrator/machine/).
     """
     label = plan.frameworks[cell.framework].row_label(cell.variant)
     started_at = precise_now()
     params = cell.params(plan.matrix)
     try:
-        return _run_one(plan, runner, store, run_id, cell, env, slot, label, started_at, params)
+        return _run_one(plan, runner, store, run_id, cell, env, slot, label, started_at, params, gpu_settle_c)
     except OSError as exc:
         if exc.errno in RUN_LEVEL_ERRNOS:
             raise  # the run directory's disk, not this cell: the run stops with one line, as for any cell
@@ -147,7 +160,7 @@ def _unhandled(
 
 def _run_one(
     plan: Plan, runner: Runner, store: RunStore, run_id: str, cell: Cell, env: Environment, slot: str | None,
-    label: str, started_at: str, params: dict[str, Any],
+    label: str, started_at: str, params: dict[str, Any], gpu_settle_c: float | None,
 ) -> CellRecord | None:
     matrix = plan.matrix
     if env.error is not None:
@@ -157,14 +170,23 @@ def _run_one(
         )
     cell_dir = store.fresh_cell_dir(cell.cell_id)
     write_json(cell_dir / PARAMS_FILE, params)
-    outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s)
+    sampling = CellSampling(matrix.device, slot) if getattr(runner, "host_sampling", False) is True else None
+    try:
+        if sampling is not None and gpu_settle_c is not None:
+            sampling.settle(gpu_settle_c)
+        watch = {"watch": sampling.watch} if sampling is not None else {}
+        outcome = runner.run(cell, env, cell_dir, slot, matrix.timeout_s, **watch)
+    finally:
+        if sampling is not None:
+            sampling.stop()
     if outcome.error == "aborted":
         return None
     write_atomic(cell_dir / LOG_FILE, outcome.log_tail)  # the output's tail, for every cell, ok ones too
     status, reason, workload = classify(outcome, matrix.timeout_s, params)
+    machine = sampling.finish(workload, cell_dir) if sampling is not None else None
     record = record_for(
         cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload,
-        started_at, params,
+        started_at, params, machine,
     )
     remove_tree(io_dir(cell_dir))  # read once; what the workload left is not kept
     return record
@@ -180,6 +202,7 @@ def execute(
     resume: bool = False,
     on_record: Callable[[CellRecord], None] | None = None,
     check_environments: Callable[[dict[tuple[str, str | None], Environment]], None] | None = None,
+    gpu_settle_c: float | None = None,
 ) -> RunSummary:
     """Run the plan's cells not yet done. `check_environments` sees the prepared environments before any cell
     runs (--resume: refuse an image that changed under cells already measured) and may raise InputError."""
@@ -207,7 +230,7 @@ def execute(
 
     def work(cell: Cell, slot: str | None) -> None:
         events.cell_started(cell, slot)
-        record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot)
+        record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot, gpu_settle_c)
         if record is None:
             return
         store.save(record, order)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.machine.summary import MachineState
 from orchestrator.workload_result import WORKLOAD_STATUSES, Scalar, WorkloadResult
 
 # 2: the cell's own params and a validated workload result; records of schema 1 still load for the report.
@@ -76,6 +77,7 @@ class CellRecord(BaseModel):
     log_tail: str | None = None
     workload: WorkloadResult | None = None
     started_at: str | None = None  # UTC, milliseconds; absent in records of older runs
+    machine: MachineState | None = None  # what the host saw during the timed part (orchestrator/machine/)
     finished_at: str
 
     @property

@@ -97,6 +97,8 @@ class WorkloadResult(BaseModel):
     precision_effective: Name | None = None  # what the framework's own switches read back amount to
     precision_switches: Annotated[dict[Name, Switch], Field(max_length=MAX_KEYS)] = {}
     embedding_update: Literal["sparse", "dense"] | None = None
+    # Wall clock (time.time()) at the start and end of the timed loops: the window the host's machine sampler keeps.
+    timed_window: Annotated[list[NonNegative], Field(min_length=2, max_length=2)] | None = None
     peak_memory_bytes: Count | None = None
     setup_s: NonNegative | None = None
     wall_s: NonNegative | None = None

@@ -266,6 +266,7 @@ class Measurement:
     param_count: int | None = None
     peak_memory_bytes: int | None = None
     setup_s: float | None = None
+    timed_window: list[float] | None = None  # wall clock (time.time()) at the timed loops' start and end
 
 
 def measure(fw: Framework, p: Params, m: Measurement) -> None:
@@ -296,6 +297,8 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
     # Per-step latency: step, sync, read the clock. The losses stay where the framework left them (reading one
     # would add a device-to-host copy to the step) and are read after the loop.
     losses: list[Any] = []
+    # Wall clock, shared with the host: its machine sampler summarises this window (both timed loops).
+    window_start = time.time()
     loop_start = time.perf_counter()
     for i in range(p.iters):
         batch = batches[i % len(batches)]
@@ -318,6 +321,7 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
     fw.sync()
     fw.loss_value(loss)
     m.throughput_ms = (time.perf_counter() - start) * 1000.0 / p.iters
+    m.timed_window = [window_start, time.time()]
     m.peak_memory_bytes = fw.peak_memory_bytes()
     mode, switches = fw.precision_readback()
     switches.setdefault("NVIDIA_TF32_OVERRIDE", os.environ.get("NVIDIA_TF32_OVERRIDE"))
@@ -435,6 +439,7 @@ def build_document(
         "embedding_update": fw.embedding_update if fw is not None else None,
         "peak_memory_bytes": m.peak_memory_bytes,
         "setup_s": m.setup_s,
+        "timed_window": m.timed_window,
         "wall_s": wall_s,
     }
 

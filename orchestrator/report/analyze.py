@@ -138,7 +138,9 @@ def analyze(run: LoadedRun, frameworks: dict[str, Framework] | None = None) -> A
     # With neither a matrix nor a record to say, show the 2016 sizes rather than a table without columns.
     hidden = sorted(set(matrix_hidden) | {h for _, h in groups}) or sorted({h for _, h in baseline.cells})
     analysis = Analysis(run, baseline, rows, hidden, groups, _missing(rows, run, frameworks, baseline), [])
-    analysis.warnings = _warnings(analysis)
+    from orchestrator.report.machine import machine_warnings  # it builds on this module's Analysis
+
+    analysis.warnings = _warnings(analysis) + machine_warnings(analysis)
     return analysis
 
 

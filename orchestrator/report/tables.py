@@ -184,6 +184,7 @@ def manifest_table(manifest: dict[str, Any]) -> Table:
     add("command", " ".join(str(x) for x in manifest.get("command") or []))
     add("host", flat(manifest.get("host") or {}))
     add("runner", flat(manifest.get("runner") or {}))
+    add("NVML", manifest.get("nvml"))
     for g in manifest.get("gpus") or []:
         if isinstance(g, dict):
             add(f"GPU {g.get('index', '')}", flat({k: v for k, v in g.items() if k != "index"}))
@@ -211,5 +212,7 @@ def versions_table(a: Analysis) -> Table:
 
 
 def all_tables(a: Analysis) -> list[Table]:
+    from orchestrator.report.machine import machine_table  # it builds on this module's Table
+
     return [original_table(a), baseline_table(a), detail_table(a), failure_table(a), peak_table(a),
-            versions_table(a), manifest_table(a.run.manifest)]
+            machine_table(a), versions_table(a), manifest_table(a.run.manifest)]

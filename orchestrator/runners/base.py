@@ -75,7 +75,11 @@ class Runner(Protocol):
         ...
 
     def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
-        """Run one cell to completion (or timeout); the workload writes cell_dir/result.json."""
+        """Run one cell to completion (or timeout); the workload writes cell_dir/result.json.
+
+        A runner whose cells run on this host sets `host_sampling = True` and takes a keyword `watch`: it calls
+        watch(orchestrator.machine.cell.CellProcess) once the cell's process runs, so the host can sample it.
+        """
         ...
 
     def abort(self) -> None:

@@ -15,7 +15,10 @@ import requests
 from orchestrator import LABEL_PREFIX, PROJECT_ROOT
 from orchestrator.errors import OrchestrationError
 from orchestrator.frameworks import Framework
+from orchestrator.gpus import engine_is_remote
 from orchestrator.images import BuildFailed, ensure_image
+from orchestrator.machine.cell import CellProcess
+from orchestrator.machine.cpu import parse_cpuset
 from orchestrator.matrix import memory_bytes
 from orchestrator.plan import Cell
 from orchestrator.runners.base import (
@@ -113,6 +116,8 @@ class DockerRunner:
         self.root = root
         self.cpusets = dict(cpusets or {})  # CPU slot -> its cores ("0,1"), from scheduler.cpusets (--pin-cpus)
         self.client = client or connect()
+        # The machine sampler reads the container's cgroup and /proc/stat: only meaningful on the engine's host.
+        self.host_sampling = not engine_is_remote()
         self._running: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._aborted = threading.Event()
@@ -137,6 +142,8 @@ class DockerRunner:
             "cgroup_version": info.get("CgroupVersion"),
             "runtimes": sorted((info.get("Runtimes") or {}).keys()),
             "orphans_removed": orphans,
+            "host_sampling": self.host_sampling
+            or f"unavailable: the engine is on another host ({os.environ.get('DOCKER_HOST')})",
         }
 
     # ------------------------------------------------------------------ images
@@ -216,7 +223,9 @@ class DockerRunner:
             labels[SESSION_LABEL] = os.environ[SESSION_ENV]
         return labels
 
-    def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
+    def run(
+        self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float, watch: Any = None
+    ) -> Outcome:
         started = time.monotonic()
         tail = LogTail()
         container = None
@@ -230,6 +239,8 @@ class DockerRunner:
             if self._aborted.is_set():
                 raise InterruptedError("aborted")
             container.start()
+            if watch is not None:
+                self._watch(container, slot, watch)
             try:
                 exit_code = int(container.wait(timeout=timeout_s)["StatusCode"])
             except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
@@ -263,6 +274,15 @@ class DockerRunner:
             memory_limited=True,
             **read_result(cell_dir).outcome_fields(),
         )
+
+    def _watch(self, container: Any, slot: str | None, watch: Any) -> None:
+        """Tell the host's sampler which process tree (cgroup) and CPUs the started container has."""
+        with contextlib.suppress(Exception):  # sampling is a bonus: never a reason for a cell to fail
+            container.reload()
+            pid = int(container.attrs["State"].get("Pid") or 0)
+            if pid > 0:
+                cpus = frozenset(parse_cpuset(self.cpusets[slot])) if slot in self.cpusets else None
+                watch(CellProcess(pid, own_cgroup=True, cpus=cpus, cgroup_must_name=container.id))
 
     def abort(self) -> None:
         self._aborted.set()

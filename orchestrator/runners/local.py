@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.frameworks import Framework
+from orchestrator.machine.cell import CellProcess
 from orchestrator.plan import Cell
 from orchestrator.runners.base import (
     PARAMS_FILE,
@@ -37,6 +38,7 @@ from orchestrator.venvs import VenvError, ensure_venv, requirements_file
 
 class LocalRunner:
     name = "local"
+    host_sampling = True  # cells are processes of this host: the machine sampler can watch them
 
     def __init__(self, device: str, python: str = "venv", root: Path = PROJECT_ROOT) -> None:
         self.device = device
@@ -82,7 +84,9 @@ class LocalRunner:
             str(io_dir(cell_dir) / RESULT_FILE),
         ]
 
-    def run(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float) -> Outcome:
+    def run(
+        self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None, timeout_s: float, watch: Any = None
+    ) -> Outcome:
         started = time.monotonic()
         tail = LogTail()
         environ = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.root)}
@@ -108,6 +112,8 @@ class LocalRunner:
             return Outcome(None, False, False, None, "", time.monotonic() - started, f"cannot start: {exc}")
         with self._lock:
             self._procs[cell.cell_id] = proc
+        if watch is not None:
+            watch(CellProcess(proc.pid, own_cgroup=False))
         reader = threading.Thread(target=_pump, args=(proc, tail), daemon=True)
         reader.start()
         try:

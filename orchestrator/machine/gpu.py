@@ -1,0 +1,189 @@
+"""GPU reads through NVML (nvidia-ml-py, `import pynvml`). Only the reads live here; summary.py does the rest.
+
+None of this can run without an NVIDIA driver: on such a host every entry point says "unavailable: <reason>"
+(tests cover the summarising of recorded-shape samples, not these calls). Units: NVML reports power in
+milliwatts and energy in millijoules; both become W and J here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from orchestrator.machine.sampler import Sample, first_line
+
+# Clock-event ("throttle") reason bits, as nvml.h defines them (nvmlClocksEventReason*).
+REASONS = {
+    0x1: "gpu-idle",
+    0x2: "clocks-set-by-user",  # application clocks or locked clocks (nvidia-smi -ac / -lgc)
+    0x4: "sw-power-cap",
+    0x8: "hw-slowdown",
+    0x10: "sync-boost",
+    0x20: "sw-thermal",
+    0x40: "hw-thermal",
+    0x80: "hw-power-brake",
+    0x100: "display-clock",
+}
+# The reasons that mean the GPU ran slower than it could have: power or heat, not the user's own choice.
+THROTTLING = frozenset({"sw-power-cap", "hw-slowdown", "sw-thermal", "hw-thermal", "hw-power-brake"})
+
+
+def reason_names(mask: int) -> list[str]:
+    return [name for bit, name in REASONS.items() if mask & bit] + ([f"0x{mask & ~0x1FF:x}"] if mask & ~0x1FF else [])
+
+
+def open_nvml() -> Any:
+    """pynvml, initialised (NVML counts inits; pair each with close_nvml); RuntimeError("unavailable: ...")."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError("unavailable: nvidia-ml-py is not installed") from None
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        raise RuntimeError(f"unavailable: {first_line(exc)}") from None
+    return pynvml
+
+
+def close_nvml(nv: Any) -> None:
+    with contextlib.suppress(Exception):
+        nv.nvmlShutdown()
+
+
+@contextlib.contextmanager
+def nvml() -> Iterator[Any]:
+    nv = open_nvml()
+    try:
+        yield nv
+    finally:
+        close_nvml(nv)
+
+
+def _try(fn: Any, *args: Any) -> Any:
+    """One NVML query; None when this GPU does not support it (e.g. no energy counter before Volta)."""
+    try:
+        return fn(*args)
+    except Exception:
+        return None
+
+
+class NvmlGpu:
+    """Sampler source for one GPU (NVML index). Holds NVML open from construction to close()."""
+
+    name = "gpu"
+
+    def __init__(self, index: int) -> None:
+        self.nv = open_nvml()
+        try:
+            self.handle = self.nv.nvmlDeviceGetHandleByIndex(index)
+        except Exception as exc:
+            self.close()
+            raise RuntimeError(f"unavailable: GPU {index}: {first_line(exc)}") from None
+
+    def read(self) -> Sample:
+        nv, h = self.nv, self.handle
+        return from_nvml_units({
+            "sm_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
+            "mem_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
+            "power_mw": _try(nv.nvmlDeviceGetPowerUsage, h),
+            "temp_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
+            "util_pct": getattr(_try(nv.nvmlDeviceGetUtilizationRates, h), "gpu", None),
+            "mem_used_bytes": getattr(_try(nv.nvmlDeviceGetMemoryInfo, h), "used", None),
+            "reasons": _try(nv.nvmlDeviceGetCurrentClocksThrottleReasons, h),
+            "energy_mj": _try(nv.nvmlDeviceGetTotalEnergyConsumption, h),  # since the driver loaded
+        })
+
+    def close(self) -> None:
+        close_nvml(self.nv)
+
+
+# NVML's units -> the sample's: (sample key, NVML key, factor). Power is in mW and energy in mJ.
+_UNITS = (
+    ("gpu_sm_mhz", "sm_mhz", 1.0),
+    ("gpu_mem_mhz", "mem_mhz", 1.0),
+    ("gpu_power_w", "power_mw", 1e-3),
+    ("gpu_temp_c", "temp_c", 1.0),
+    ("gpu_util_pct", "util_pct", 1.0),
+    ("gpu_mem_used_mib", "mem_used_bytes", 1.0 / 2**20),
+    ("gpu_energy_j", "energy_mj", 1e-3),
+)
+
+
+def from_nvml_units(raw: dict[str, int | float | None]) -> Sample:
+    """One sample from NVML's raw answers (None: not supported on this GPU, left out)."""
+    out: Sample = {key: raw[src] * factor for key, src, factor in _UNITS if raw.get(src) is not None}  # type: ignore[operator]
+    if raw.get("reasons") is not None:
+        out["gpu_reasons"] = int(raw["reasons"])  # type: ignore[arg-type]
+    return out
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def facts() -> list[dict[str, Any]] | str:
+    """Per GPU, the settings a number depends on (for the manifest); "unavailable: <reason>" without NVML.
+
+    Never changes anything: locking clocks or power limits needs root and is the user's decision. `clocks_locked`
+    is True when the application clocks differ from their defaults; a lock made with `nvidia-smi -lgc` has no NVML
+    getter and shows instead as the reason "clocks-set-by-user" in the cells' samples.
+    """
+    try:
+        with nvml() as nv:
+            out = []
+            for i in range(nv.nvmlDeviceGetCount()):
+                h = nv.nvmlDeviceGetHandleByIndex(i)
+                app = {k: _try(nv.nvmlDeviceGetApplicationsClock, h, c) for k, c in _clocks(nv)}
+                default = {k: _try(nv.nvmlDeviceGetDefaultApplicationsClock, h, c) for k, c in _clocks(nv)}
+                ecc = _try(nv.nvmlDeviceGetEccMode, h)
+                out.append({
+                    "index": str(i),
+                    "name": _text(_try(nv.nvmlDeviceGetName, h)),
+                    "driver": _text(_try(nv.nvmlSystemGetDriverVersion)),
+                    "power_limit_w": _scaled(_try(nv.nvmlDeviceGetEnforcedPowerLimit, h), 1e-3),
+                    "default_power_limit_w": _scaled(_try(nv.nvmlDeviceGetPowerManagementDefaultLimit, h), 1e-3),
+                    "persistence_mode": _on(_try(nv.nvmlDeviceGetPersistenceMode, h)),
+                    "ecc": _on(ecc[0]) if ecc else None,
+                    "application_clocks_mhz": app,
+                    "default_application_clocks_mhz": default,
+                    "max_clocks_mhz": {k: _try(nv.nvmlDeviceGetMaxClockInfo, h, c) for k, c in _clocks(nv)},
+                    "clocks_locked": None if None in app.values() or None in default.values() else app != default,
+                })
+            return out
+    except RuntimeError as exc:
+        return str(exc)
+
+
+def _clocks(nv: Any) -> tuple[tuple[str, int], ...]:
+    return (("sm", nv.NVML_CLOCK_SM), ("mem", nv.NVML_CLOCK_MEM))
+
+
+def _on(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def settle(index: int, max_temp_c: float, idle_pct: float = 5.0, timeout_s: float = 300.0) -> str:
+    """Wait until GPU `index` is idle and at most `max_temp_c`; what happened, in words, for the record."""
+    started = time.monotonic()
+    try:
+        with nvml() as nv:
+            h = nv.nvmlDeviceGetHandleByIndex(index)
+            while True:
+                temp = nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)
+                util = nv.nvmlDeviceGetUtilizationRates(h).gpu
+                waited = time.monotonic() - started
+                if temp <= max_temp_c and util <= idle_pct:
+                    return f"settled: {util}% busy, {temp} °C after {waited:.1f} s"
+                if waited >= timeout_s:
+                    return f"not settled after {timeout_s:.0f} s: {util}% busy, {temp} °C (limit {max_temp_c:g} °C)"
+                time.sleep(1.0)
+    except RuntimeError as exc:
+        return str(exc)
+    except Exception as exc:
+        return f"unavailable: {first_line(exc)}"
