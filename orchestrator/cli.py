@@ -4,6 +4,7 @@
     python -m orchestrator report RUN_DIR            re-render the report from stored results
     python -m orchestrator compare RUN_A RUN_B       per-cell ratios with significance
     python -m orchestrator clean                     remove containers left by a killed run
+    python -m orchestrator build MATRIX [options]    build (and --push) the matrix's images, run no cell
 
 Exit codes: 0 run completed (failed cells included), 1 the orchestration failed, 2 bad input, 130 interrupted.
 """
@@ -28,7 +29,7 @@ from orchestrator.matrix import Matrix, load_matrix, parse_set
 from orchestrator.plan import Plan, expand
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-SUBCOMMANDS = ("run", "report", "compare", "clean")
+SUBCOMMANDS = ("run", "report", "compare", "clean", "build")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +41,7 @@ def run_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m orchestrator",
         description="Run the LSTM benchmark matrix: one image per framework (images/<name>/Dockerfile), one fresh "
-        "container per cell, one JSON result per cell, then a report. Other commands: report RUN_DIR | "
+        "container per cell, one JSON result per cell, then a report. Other commands: build MATRIX | report RUN_DIR | "
         "compare RUN_A RUN_B | clean.",
         epilog="Exit codes: 0 run completed (classified cell failures included), 1 orchestration failed "
         "(e.g. no Docker engine), 2 bad input, 130 interrupted (finished cells kept; rerun with --resume).",
@@ -323,13 +324,22 @@ def cmd_clean(argv: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_build(argv: list[str], console: Console) -> int:
+    from orchestrator import buildcmd
+
+    args = buildcmd.build_parser(_Parser).parse_args(argv)
+    ns = argparse.Namespace(sets=[], hidden=None, only=args.only, device=args.device, gpus=None, slots=None,
+                            matrix=args.matrix)
+    return buildcmd.cmd_build(args, console, make_plan(ns))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False)
     err = Console(stderr=True)
     # SIGTERM (a scheduler, `kill`) stops a run as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean}
+    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean, "build": cmd_build}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:], console)

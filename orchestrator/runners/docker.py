@@ -141,14 +141,14 @@ class DockerRunner:
     def prepare(self, framework: Framework, variant: str | None, on_line: Any = None) -> Environment:
         key = (framework.name, variant)
         try:
+            # The flavour is the device: a CPU run builds each image from its CPU requirements.
             built = ensure_image(
-                self.client, self.root, framework, variant, self.build_args, self.build_timeout_s, on_line
+                self.client, self.root, framework, variant, self.build_args, self.build_timeout_s, on_line,
+                flavour=self.device,
             )
         except BuildFailed as exc:
             return Environment(key, None, {}, error=f"{exc}\n{exc.log_tail}".strip())
-        return Environment(
-            key, built.tag, {"tag": built.tag, "id": built.image_id, "cached": built.cached}, None, built.duration_s
-        )
+        return Environment(key, built.tag, built.details(), None, built.duration_s)
 
     # ------------------------------------------------------------------ cells
     def _user(self, cell_dir: Path) -> str:
