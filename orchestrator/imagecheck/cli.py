@@ -18,6 +18,23 @@ from orchestrator.frameworks import discover
 from orchestrator.imagecheck.dockerfile import check_image
 from orchestrator.imagecheck.findings import ERROR, WARNING, Finding, Pin
 from orchestrator.imagecheck.index import resolve_pins
+from orchestrator.images import FLAVOURS
+
+
+def _which_builds(hits: set[tuple[str, str, str]], builds: dict[str, set[tuple[str, str]]]) -> str:
+    """' [variant a]', ' [flavour cpu]', ' [variant a flavour cpu]': a finding not in every build of its image."""
+    tags: set[str] = set()
+    for name in {n for n, _, _ in hits}:
+        mine = {(v, fl) for n, v, fl in hits if n == name}
+        if mine == builds[name]:
+            continue
+        for variant in sorted({v for v, _ in builds[name]}):
+            flavours = {fl for v, fl in mine if v == variant}
+            if flavours == set(FLAVOURS) and variant:
+                tags.add(f"variant {variant}")
+            elif flavours != set(FLAVOURS):
+                tags |= {f"variant {variant} flavour {fl}" if variant else f"flavour {fl}" for fl in flavours}
+    return f" [{', '.join(sorted(tags))}]" if tags else ""
 
 
 def check(root: Path, names: list[str] | None = None, offline: bool = False) -> tuple[list[str], dict[str, int]]:
@@ -27,24 +44,21 @@ def check(root: Path, names: list[str] | None = None, offline: bool = False) -> 
     if unknown:
         raise InputError(f"no images/<name>/Dockerfile for: {', '.join(unknown)}")
     selected = {n: fw for n, fw in frameworks.items() if not names or n in names}
-    builds = {n: {v or "" for v in (fw.meta.variants or [None])} for n, fw in selected.items()}
-    per: dict[Finding, set[tuple[str, str]]] = defaultdict(set)
-    pins: dict[Pin, set[tuple[str, str]]] = defaultdict(set)
+    builds = {n: {(v or "", fl) for v in (fw.meta.variants or [None]) for fl in FLAVOURS}
+              for n, fw in selected.items()}
+    per: dict[Finding, set[tuple[str, str, str]]] = defaultdict(set)
+    pins: dict[Pin, set[tuple[str, str, str]]] = defaultdict(set)
     for name, fw in selected.items():
-        for variant in sorted(builds[name]):
-            result = check_image(root, fw, variant or None)
+        for variant, flavour in sorted(builds[name]):
+            result = check_image(root, fw, variant or None, flavour, frameworks)
             for f in result.findings:
-                per[f].add((name, variant))
+                per[f].add((name, variant, flavour))
             for p in result.pins:
-                pins[p].add((name, variant))
+                pins[p].add((name, variant, flavour))
     if not offline:
         for f in resolve_pins(list(pins)):
             per[f] |= {b for p, bs in pins.items() if (p.path, p.line) == (f.path, f.line) for b in bs}
-    lines = []
-    for f in sorted(per):
-        partial = {n for n, _ in per[f] if {v for m, v in per[f] if m == n} != builds[n]}
-        tags = sorted({v for n, v in per[f] if n in partial})
-        lines.append(str(f) + (f" [variant {', '.join(tags)}]" if tags else ""))
+    lines = [str(f) + _which_builds(per[f], builds) for f in sorted(per)]
     counts = {"images": len(selected), "builds": sum(map(len, builds.values())),
               "pins": len({(p.name, p.version, p.indexes, p.python, p.glibc) for p in pins})}
     for sev in (ERROR, WARNING):

@@ -101,9 +101,12 @@ class DockerRunner:
         root: Path = PROJECT_ROOT,
         client: Any = None,
         cpusets: dict[str, str] | None = None,
+        flavour: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.device = device
+        # Which image flavour to build: the device's by default; a GPU image's CPU cell (an image test) sets "gpu".
+        self.flavour = flavour or device
         self.memory = memory
         self.pids_limit = pids_limit
         self.build_args = dict(build_args or {})
@@ -141,10 +144,9 @@ class DockerRunner:
     def prepare(self, framework: Framework, variant: str | None, on_line: Any = None) -> Environment:
         key = (framework.name, variant)
         try:
-            # The flavour is the device: a CPU run builds each image from its CPU requirements.
             built = ensure_image(
                 self.client, self.root, framework, variant, self.build_args, self.build_timeout_s, on_line,
-                flavour=self.device,
+                flavour=self.flavour,
             )
         except BuildFailed as exc:
             return Environment(key, None, {}, error=f"{exc}\n{exc.log_tail}".strip())
