@@ -205,8 +205,9 @@ def project_image(ref: str, frameworks: dict[str, Framework]) -> tuple[Framework
 def recipe(root: Path, frameworks: dict[str, Framework], framework: Framework, variant: str | None,
            flavour: str, build_args: dict[str, str]) -> Recipe:
     text = framework.dockerfile.read_text()
-    if not any(i.keyword == "ENTRYPOINT" for i in parse_dockerfile(text)):
-        text = text.rstrip("\n") + "\n\n" + (root / TAIL_DOCKERFILE).read_text()
+    tail = root / TAIL_DOCKERFILE
+    if not any(i.keyword == "ENTRYPOINT" for i in parse_dockerfile(text)) and tail.is_file():
+        text = text.rstrip("\n") + "\n\n" + tail.read_text()
     args = {**build_args, "FLAVOUR": flavour}
     if variant:
         args["VARIANT"] = variant

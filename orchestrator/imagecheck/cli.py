@@ -14,11 +14,11 @@ from pathlib import Path
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.errors import InputError
-from orchestrator.frameworks import discover
+from orchestrator.frameworks import Framework, discover
 from orchestrator.imagecheck.dockerfile import check_image
 from orchestrator.imagecheck.findings import ERROR, WARNING, Finding, Pin
 from orchestrator.imagecheck.index import resolve_pins
-from orchestrator.images import FLAVOURS
+from orchestrator.images import FLAVOURS, arg_defaults, build_order, parse_dockerfile
 
 
 def _which_builds(hits: set[tuple[str, str, str]], builds: dict[str, set[tuple[str, str]]]) -> str:
@@ -30,11 +30,21 @@ def _which_builds(hits: set[tuple[str, str, str]], builds: dict[str, set[tuple[s
             continue
         for variant in sorted({v for v, _ in builds[name]}):
             flavours = {fl for v, fl in mine if v == variant}
-            if flavours == set(FLAVOURS) and variant:
-                tags.add(f"variant {variant}")
-            elif flavours != set(FLAVOURS):
+            if flavours == {fl for v, fl in builds[name] if v == variant}:
+                tags |= {f"variant {variant}"} if variant else set()
+            else:
                 tags |= {f"variant {variant} flavour {fl}" if variant else f"flavour {fl}" for fl in flavours}
     return f" [{', '.join(sorted(tags))}]" if tags else ""
+
+
+def _flavours(root: Path, frameworks: dict[str, Framework], name: str, variant: str | None) -> tuple[str, ...]:
+    """Both flavours when the image or a project image under it declares ARG FLAVOUR; else the one image it is."""
+    try:
+        order = build_order(root, frameworks, [(name, variant)], FLAVOURS[0], {})
+    except (OSError, ValueError):
+        return FLAVOURS[:1]  # the check of the image itself reports why
+    uses = any("FLAVOUR" in arg_defaults(parse_dockerfile(r.text)) for r in order)
+    return FLAVOURS if uses else FLAVOURS[:1]
 
 
 def check(root: Path, names: list[str] | None = None, offline: bool = False) -> tuple[list[str], dict[str, int]]:
@@ -44,7 +54,7 @@ def check(root: Path, names: list[str] | None = None, offline: bool = False) -> 
     if unknown:
         raise InputError(f"no images/<name>/Dockerfile for: {', '.join(unknown)}")
     selected = {n: fw for n, fw in frameworks.items() if not names or n in names}
-    builds = {n: {(v or "", fl) for v in (fw.meta.variants or [None]) for fl in FLAVOURS}
+    builds = {n: {(v or "", fl) for v in (fw.meta.variants or [None]) for fl in _flavours(root, frameworks, n, v)}
               for n, fw in selected.items()}
     per: dict[Finding, set[tuple[str, str, str]]] = defaultdict(set)
     pins: dict[Pin, set[tuple[str, str, str]]] = defaultdict(set)
