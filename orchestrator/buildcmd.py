@@ -75,7 +75,7 @@ def cmd_build(args: argparse.Namespace, console: Console, plan: Any) -> int:
             fw = plan.frameworks[key[0]]
             try:
                 built = ensure_image(client, PROJECT_ROOT, fw, key[1], build_args, plan.matrix.build_timeout_s, line,
-                                     flavour=flavour, frameworks=plan.frameworks)
+                                     flavour=flavour)
                 ref = push(client, built, key, args.push) if args.push else built.tag
             except (BuildFailed, OrchestrationError) as exc:
                 failed += 1

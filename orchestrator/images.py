@@ -305,8 +305,8 @@ def ensure_image(
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour {flavour!r}: expected one of {', '.join(FLAVOURS)}")
     started = time.monotonic()
-    known = frameworks if frameworks is not None else discover(root / "images")
-    known = {**known, framework.name: framework}
+    # Every framework under images/ can be a parent, not only those a plan selected.
+    known = {**discover(root / "images"), **(frameworks or {}), framework.name: framework}
     try:
         order = build_order(root, known, [(framework.name, variant)], flavour, build_args)
     except (OSError, ValueError) as exc:
