@@ -94,17 +94,22 @@ def build_all(client: Any, flavour: str, keys: list[tuple[str, str | None]]) -> 
                                  flavour=flavour, frameworks=frameworks)
         except BuildFailed as exc:
             out[name] = f"{exc}\n{exc.log_tail}"
+            _write_figures(out)
             continue
         size = client.images.get(built.tag).attrs["Size"]
         parent_size = client.images.get(built.parents[0]).attrs["Size"] if built.parents else base_size
         downloaded = sum(float(m.group(1)) * _UNIT[m.group(2)] for line in lines for m in _SIZE.finditer(line))
         out[name] = Measured(built.tag, built.image_id, built.cached, round(time.monotonic() - started, 1),
                              int(downloaded), size, size - parent_size, list(built.parents))
+        _write_figures(out)  # after each image: a long tier stopped half-way keeps what it measured
+    return out
+
+
+def _write_figures(out: dict[str, Measured | str]) -> None:
     figures = os.environ.get("LSTM_BENCH_IMAGE_FIGURES")
     if figures:
         Path(figures).write_text(json.dumps(
             {k: asdict(v) if isinstance(v, Measured) else {"error": v[-2000:]} for k, v in out.items()}, indent=1))
-    return out
 
 
 def run_tiny_cell(tmp: Path, name: str, variant: str | None, flavour: str) -> dict[str, Any]:
