@@ -4,6 +4,7 @@
     python -m orchestrator report RUN_DIR            re-render the report from stored results
     python -m orchestrator compare RUN_A RUN_B       per-cell ratios with significance
     python -m orchestrator clean                     remove containers left by a killed run
+    python -m orchestrator build MATRIX [options]    build (and --push) the matrix's images, run no cell
     python -m orchestrator new NAME                  scaffold a new framework (docs/adding-a-framework.md)
 
 Exit codes: 0 run completed (failed cells included), 1 the orchestration failed, 2 bad input, 130 interrupted.
@@ -32,7 +33,7 @@ from orchestrator.results import Status
 from orchestrator.text import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-SUBCOMMANDS = ("run", "report", "compare", "clean", "new")
+SUBCOMMANDS = ("run", "report", "compare", "clean", "build", "new")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +45,7 @@ def run_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m orchestrator",
         description="Run the LSTM benchmark matrix: one image per framework (images/<name>/Dockerfile), one fresh "
-        "container per cell, one JSON result per cell, then a report. Other commands: report RUN_DIR | "
+        "container per cell, one JSON result per cell, then a report. Other commands: build MATRIX | report RUN_DIR | "
         "compare RUN_A RUN_B | clean | new NAME.",
         epilog="Exit codes: 0 run completed (classified cell failures included), 1 orchestration failed "
         "(e.g. no Docker engine), 2 bad input, 130 interrupted (finished cells kept; rerun with --resume).",
@@ -411,6 +412,15 @@ def cmd_clean(argv: list[str], console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_build(argv: list[str], console: Console) -> int:
+    from orchestrator import buildcmd
+
+    args = buildcmd.build_parser(_Parser).parse_args(argv)
+    ns = argparse.Namespace(sets=[], hidden=None, only=args.only, device=args.device, gpus=None, slots=None,
+                            matrix=args.matrix)
+    return buildcmd.cmd_build(args, console, make_plan(ns))
+
+
 def cmd_new(argv: list[str], console: Console) -> int:
     p = _Parser(
         prog="python -m orchestrator new",
@@ -435,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a scheduler, `kill`) both stop a run cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean, "new": cmd_new}
+    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean, "build": cmd_build, "new": cmd_new}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:], console)

@@ -1,5 +1,10 @@
 """Docker images for frameworks: a minimal build context, a content-hash tag, cached builds with progress.
 
+An image may start FROM another project image (`FROM lstm-bench/<name>[-<variant>]`, no tag): that one is built
+first, with the same flavour, and its tag and id go into the child's Dockerfile and hash. A Dockerfile without an
+ENTRYPOINT gets the shared tail (images/tail.Dockerfile: user, workload files, smoke test, ENTRYPOINT) appended.
+The flavour (gpu or cpu) is the build argument FLAVOUR and the start of the tag.
+
 The context holds only the Dockerfile and what its COPY/ADD lines name (paths relative to the project
 root), so the tag hashes exactly what can change the image: those files, the build args and the base
 image's id when it is present locally. An unchanged image is found by tag and not rebuilt.
@@ -22,7 +27,7 @@ from typing import Any
 
 from orchestrator import LABEL_PREFIX
 from orchestrator.errors import InputError
-from orchestrator.frameworks import Framework
+from orchestrator.frameworks import Framework, discover
 from orchestrator.runners.base import LogTail, strip_ansi
 
 _ARG_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
@@ -106,15 +111,14 @@ def base_images(instructions: list[Instruction], build_args: dict[str, str]) -> 
     return bases
 
 
-def context_files(root: Path, framework: Framework, build_args: dict[str, str]) -> list[Path]:
-    """The Dockerfile plus every file its COPY/ADD lines name, relative to `root`, sorted."""
-    instructions = parse_dockerfile(framework.dockerfile.read_text())
+def context_files(root: Path, instructions: list[Instruction], build_args: dict[str, str]) -> list[Path]:
+    """Every file the COPY/ADD lines name, relative to `root`, sorted (the Dockerfile itself is added by the caller)."""
     args = {**arg_defaults(instructions), **build_args}
-    files = {framework.dockerfile.resolve().relative_to(root.resolve())}
+    files: set[Path] = set()
     for src in copy_sources(instructions, args):
         matches = sorted(glob.glob(str(root / src), recursive=True))
         if not matches:
-            raise FileNotFoundError(f"{framework.dockerfile}: COPY source {src!r} not found under {root}")
+            raise FileNotFoundError(f"COPY source {src!r} not found under {root}")
         for m in matches:
             p = Path(m)
             found = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
@@ -122,8 +126,10 @@ def context_files(root: Path, framework: Framework, build_args: dict[str, str]) 
     return sorted(files)
 
 
-def content_hash(root: Path, files: list[Path], build_args: dict[str, str], base_ids: list[str]) -> str:
+def content_hash(root: Path, files: list[Path], build_args: dict[str, str], base_ids: list[str],
+                 dockerfile_text: str = "") -> str:
     h = hashlib.sha256()
+    h.update(hashlib.sha256(dockerfile_text.encode()).digest())
     for rel in files:
         h.update(str(rel).encode() + b"\0")
         h.update(hashlib.sha256((root / rel).read_bytes()).digest())
@@ -132,16 +138,23 @@ def content_hash(root: Path, files: list[Path], build_args: dict[str, str], base
     return h.hexdigest()
 
 
-def build_context(root: Path, files: list[Path]) -> io.BytesIO:
+def _tar_info(name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, mode, 0  # the hash, not the clock, decides what changed
+    return info
+
+
+def build_context(root: Path, files: list[Path], dockerfile: tuple[str, str] | None = None) -> io.BytesIO:
+    """A tar of `files` plus, when given, (path in the context, text) of the Dockerfile the engine builds."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
+        if dockerfile is not None:
+            data = dockerfile[1].encode()
+            tar.addfile(_tar_info(dockerfile[0], len(data)), io.BytesIO(data))
         for rel in files:
-            info = tar.gettarinfo(str(root / rel), arcname=str(rel))
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0  # the hash, not the clock, decides what changed
+            mode = (root / rel).stat().st_mode & 0o777
             with (root / rel).open("rb") as f:
-                tar.addfile(info, f)
+                tar.addfile(_tar_info(str(rel), (root / rel).stat().st_size, mode), f)
     buf.seek(0)
     return buf
 
@@ -150,12 +163,125 @@ def image_repo(framework: str, variant: str | None) -> str:
     return f"{LABEL_PREFIX}/{framework}{'-' + variant if variant else ''}"
 
 
+# ---------------------------------------------------------------- recipes: what one image is built from
+
+TAIL_DOCKERFILE = "images/tail.Dockerfile"
+FLAVOURS = ("gpu", "cpu")
+_FROM_RE = re.compile(r"^(\s*FROM\s+(?:--\S+\s+)*)(\S+)(.*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One image: the Dockerfile text the engine builds (the framework's, plus the shared tail when it has no
+    ENTRYPOINT), the build args it gets, the project images it starts FROM and the other bases."""
+
+    framework: Framework
+    variant: str | None
+    flavour: str
+    text: str
+    args: dict[str, str]
+    parents: tuple[tuple[Framework, str | None], ...]
+    bases: tuple[str, ...]
+
+    @property
+    def repo(self) -> str:
+        return image_repo(self.framework.name, self.variant)
+
+
+def project_image(ref: str, frameworks: dict[str, Framework]) -> tuple[Framework, str | None] | None:
+    """(framework, variant) when `ref` names a project image (`lstm-bench/<name>[-<variant>]`, no tag), else None."""
+    prefix = f"{LABEL_PREFIX}/"
+    if not ref.startswith(prefix) or ":" in ref or "@" in ref:
+        return None
+    name = ref[len(prefix):]
+    if name in frameworks and not frameworks[name].meta.variants:
+        return frameworks[name], None
+    for fw in frameworks.values():
+        for v in fw.meta.variants:
+            if name == f"{fw.name}-{v}":
+                return fw, v
+    return None
+
+
+def recipe(root: Path, frameworks: dict[str, Framework], framework: Framework, variant: str | None,
+           flavour: str, build_args: dict[str, str]) -> Recipe:
+    text = framework.dockerfile.read_text()
+    tail = root / TAIL_DOCKERFILE
+    if not any(i.keyword == "ENTRYPOINT" for i in parse_dockerfile(text)) and tail.is_file():
+        text = text.rstrip("\n") + "\n\n" + tail.read_text()
+    args = {**build_args, "FLAVOUR": flavour}
+    if variant:
+        args["VARIANT"] = variant
+    instructions = parse_dockerfile(text)
+    if any(i.keyword == "ARG" and i.args.split("=")[0].strip() == "WORKLOAD" for i in instructions):
+        args["WORKLOAD"] = framework.workload_module
+    parents, bases = [], []
+    for base in base_images(instructions, {**arg_defaults(instructions), **args}):
+        found = project_image(base, frameworks)
+        if found is not None:
+            parents.append(found)
+        elif base.startswith(f"{LABEL_PREFIX}/") and ":" not in base.rpartition("/")[2]:
+            raise ValueError(f"{framework.dockerfile}: FROM {base}: no images/<name>/Dockerfile (or variant) of "
+                             "that name")
+        else:
+            bases.append(base)
+    return Recipe(framework, variant, flavour, text, args, tuple(parents), tuple(bases))
+
+
+def with_parent_tags(text: str, args: dict[str, str], frameworks: dict[str, Framework],
+                     tags: dict[tuple[str, str | None], str]) -> str:
+    """The Dockerfile with each `FROM <project image>` replaced by the concrete tag built for it."""
+    defaults = arg_defaults(parse_dockerfile(text))
+    out = []
+    for line in text.splitlines():
+        m = _FROM_RE.match(line)
+        if m:
+            found = project_image(_substitute(m.group(2), {**defaults, **args}), frameworks)
+            if found is not None:
+                line = f"{m.group(1)}{tags[(found[0].name, found[1])]}{m.group(3)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def build_order(root: Path, frameworks: dict[str, Framework], wanted: list[tuple[str, str | None]], flavour: str,
+                build_args: dict[str, str]) -> list[Recipe]:
+    """Recipes for `wanted` and every project image they start FROM, parents first; a cycle is an error."""
+    done: dict[tuple[str, str | None], Recipe] = {}
+    visiting: list[tuple[str, str | None]] = []
+
+    def visit(key: tuple[str, str | None]) -> None:
+        if key in done:
+            return
+        if key in visiting:
+            chain = " -> ".join(image_repo(*k) for k in [*visiting[visiting.index(key):], key])
+            raise ValueError(f"images start FROM each other in a cycle: {chain}")
+        visiting.append(key)
+        r = recipe(root, frameworks, frameworks[key[0]], key[1], flavour, build_args)
+        for fw, v in r.parents:
+            visit((fw.name, v))
+        visiting.pop()
+        done[key] = r
+
+    for key in wanted:
+        visit(key)
+    return list(done.values())
+
+
+# ---------------------------------------------------------------- building
+
+
 @dataclass(frozen=True)
 class BuiltImage:
     tag: str
     image_id: str
     cached: bool
     duration_s: float
+    flavour: str = "gpu"
+    parents: tuple[str, ...] = ()  # tags of the project images it was built FROM
+
+    def details(self) -> dict[str, Any]:
+        return {"tag": self.tag, "id": self.image_id, "cached": self.cached, "flavour": self.flavour,
+                "parents": list(self.parents)}
 
 
 def parse_build_args(items: list[str]) -> dict[str, str]:
@@ -183,46 +309,78 @@ def ensure_image(
     build_args: dict[str, str],
     timeout_s: float,
     on_line: Callable[[str], None] | None = None,
+    flavour: str = "gpu",
+    frameworks: dict[str, Framework] | None = None,
 ) -> BuiltImage:
-    """Return the image for this framework variant, building it only when its content hash is new."""
+    """Return the image for this framework variant and flavour, building it (and first the project images it
+    starts FROM) only when its content hash is new."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour {flavour!r}: expected one of {', '.join(FLAVOURS)}")
     started = time.monotonic()
-    args = dict(build_args)
-    if variant:
-        args["VARIANT"] = variant
+    # Every framework under images/ can be a parent, not only those a plan selected.
+    known = {**discover(root / "images"), **(frameworks or {}), framework.name: framework}
     try:
-        instructions = parse_dockerfile(framework.dockerfile.read_text())
-        args_all = {**arg_defaults(instructions), **args}
-        files = context_files(root, framework, args)
+        order = build_order(root, known, [(framework.name, variant)], flavour, build_args)
     except (OSError, ValueError) as exc:
         raise BuildFailed(f"cannot prepare build context: {exc}", str(exc)) from None
-    base_ids = []
-    for base in base_images(instructions, args_all):
+    built: dict[tuple[str, str | None], BuiltImage] = {}
+    for r in order:
+        deadline_left = timeout_s - (time.monotonic() - started)
+        built[(r.framework.name, r.variant)] = _ensure_one(client, root, known, r, built, deadline_left, on_line)
+    last = built[(framework.name, variant)]
+    return BuiltImage(last.tag, last.image_id, last.cached and all(b.cached for b in built.values()),
+                      time.monotonic() - started, flavour, last.parents)
+
+
+def _ensure_one(client: Any, root: Path, frameworks: dict[str, Framework], r: Recipe,
+                built: dict[tuple[str, str | None], BuiltImage], timeout_s: float,
+                on_line: Callable[[str], None] | None) -> BuiltImage:
+    started = time.monotonic()
+    parent_tags = {(fw.name, v): built[(fw.name, v)].tag for fw, v in r.parents}
+    text = with_parent_tags(r.text, r.args, frameworks, parent_tags)
+    try:
+        files = context_files(root, parse_dockerfile(text), r.args)
+    except (OSError, ValueError) as exc:
+        raise BuildFailed(f"cannot prepare build context: {r.framework.dockerfile}: {exc}", str(exc)) from None
+    base_ids = [built[(fw.name, v)].image_id for fw, v in r.parents]
+    for base in r.bases:
         try:
             base_ids.append(client.images.get(base).id)
         except Exception:  # absent locally: the build pulls (or fails) and the tag alone identifies it
             base_ids.append(base)
-    digest = content_hash(root, files, args, base_ids)
-    tag = f"{image_repo(framework.name, variant)}:{digest[:16]}"
+    digest = content_hash(root, files, r.args, base_ids, text)
+    tag = f"{r.repo}:{r.flavour}-{digest[:16]}"
+    parents = tuple(parent_tags.values())
     try:
         image = client.images.get(tag)
-        return BuiltImage(tag, image.id, True, time.monotonic() - started)
+        return BuiltImage(tag, image.id, True, time.monotonic() - started, r.flavour, parents)
     except Exception as exc:
         if type(exc).__name__ != "ImageNotFound":
             raise
-
-    tail = LogTail(lines=40)
-    context = build_context(root, files)
-    deadline = started + timeout_s
+    if timeout_s <= 0:
+        raise BuildFailed(f"build of {tag} not started: the build time limit is used up", "")
+    dockerfile = str(r.framework.dockerfile.resolve().relative_to(root.resolve()))
     labels = {
         f"{LABEL_PREFIX}.managed": "true",
-        f"{LABEL_PREFIX}.framework": framework.name,
+        f"{LABEL_PREFIX}.framework": r.framework.name,
+        f"{LABEL_PREFIX}.flavour": r.flavour,
         f"{LABEL_PREFIX}.content-hash": digest,
     }
+    _build(client, build_context(root, files, (dockerfile, text)), dockerfile, tag, r.args, labels, timeout_s,
+           on_line)
+    image = client.images.get(tag)
+    return BuiltImage(tag, image.id, False, time.monotonic() - started, r.flavour, parents)
+
+
+def _build(client: Any, context: io.BytesIO, dockerfile: str, tag: str, args: dict[str, str],
+           labels: dict[str, str], timeout_s: float, on_line: Callable[[str], None] | None) -> None:
+    tail = LogTail(lines=40)
+    deadline = time.monotonic() + timeout_s
     try:
         stream = client.api.build(
             fileobj=context,
             custom_context=True,
-            dockerfile=str(framework.dockerfile.relative_to(root)),
+            dockerfile=dockerfile,
             tag=tag,
             buildargs=args,
             decode=True,
@@ -253,5 +411,3 @@ def ensure_image(
         if "timed out" in text.lower():
             text = f"build timed out after {timeout_s:g} s ({text})"
         raise BuildFailed(text, tail.text()) from None
-    image = client.images.get(tag)
-    return BuiltImage(tag, image.id, False, time.monotonic() - started)

@@ -1,6 +1,6 @@
 """`python -m orchestrator new NAME`: the files of a new framework, each method to fill in saying what and why.
 
-Writes images/NAME/{Dockerfile, framework.yaml, requirements.txt, requirements-cpu.txt} and
+Writes images/NAME/{Dockerfile, framework.yaml, requirements-gpu.txt, requirements-cpu.txt} and
 workloads/NAME_lstm.py (NAME with '-' and '.' -> '_'). The result passes `python -m orchestrator.dockerfile_check
 --offline NAME` at once and runs: every cell reports `unsupported` with "not implemented yet" until the methods
 are written. docs/adding-a-framework.md is the guide to filling them in.
@@ -15,7 +15,7 @@ from orchestrator.errors import InputError
 from orchestrator.frameworks import check_name
 
 # The scaffold pins NumPy as the numpy-reference image does, so a new image starts from a pin that is known to resolve.
-NUMPY_SOURCE = Path("images") / "numpy-reference" / "requirements.txt"
+NUMPY_SOURCE = Path("images") / "numpy-reference" / "requirements-gpu.txt"
 PYTHON = "3.11"
 BASE_IMAGE = "python:3.11.10-slim-bookworm"
 
@@ -46,19 +46,12 @@ def dockerfile(name: str, module: str) -> str:
 #   RUN apt-get update && apt-get install -y --no-install-recommends <pkg> && rm -rf /var/lib/apt/lists/*
 ARG BASE_IMAGE={BASE_IMAGE}
 FROM ${{BASE_IMAGE}}
-ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# The GPU packages by default; --build-arg REQUIREMENTS=requirements-cpu.txt makes a CPU image of the same shape
-# (a host without a GPU runs the docker runner with --device cpu on it).
-ARG REQUIREMENTS=requirements.txt
-COPY images/{name}/${{REQUIREMENTS}} /opt/lstm-bench/requirements.txt
+# FLAVOUR=gpu (default) installs requirements-gpu.txt, FLAVOUR=cpu (--device cpu) requirements-cpu.txt.
+ARG FLAVOUR=gpu
+COPY images/{name}/requirements-${{FLAVOUR}}.txt /opt/lstm-bench/requirements.txt
 RUN python3 -m pip install --no-cache-dir -r /opt/lstm-bench/requirements.txt
-RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin bench
-COPY workloads/__init__.py workloads/harness.py workloads/{module}.py /opt/lstm-bench/workloads/
-WORKDIR /opt/lstm-bench
-# Import smoke test at build time: a missing package or shared library fails the build, not the first cell.
-RUN python3 -c "import workloads.{module}"
-USER 10001
-ENTRYPOINT ["python3", "-m", "workloads.{module}"]
+# The rest (user, workload files, import smoke test, ENTRYPOINT) is images/tail.Dockerfile, appended by the
+# orchestrator because this file has no ENTRYPOINT.
 """
 
 
@@ -209,8 +202,8 @@ def create(root: Path, name: str) -> list[Path]:
     files = {
         folder / "Dockerfile": dockerfile(name, module),
         folder / "framework.yaml": framework_yaml(name, module),
-        folder / "requirements.txt": requirements(numpy_pin, "Image packages"),
-        folder / "requirements-cpu.txt": requirements(numpy_pin, "The local runner's CPU environment"),
+        folder / "requirements-gpu.txt": requirements(numpy_pin, "The GPU image's packages"),
+        folder / "requirements-cpu.txt": requirements(numpy_pin, "The CPU image's and the local runner's environment"),
         root / "workloads" / f"{module}.py": workload(name, module, cls),
     }
     existing = [str(p.relative_to(root)) for p in files if p.exists()]

@@ -62,6 +62,7 @@ def copy_project(dest: Path, extra_frameworks: dict[str, Path] | None = None) ->
     for name in ("orchestrator", "workloads", "scripts"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore, dirs_exist_ok=True)
     shutil.copytree(ROOT / "images" / "numpy-reference", dest / "images" / "numpy-reference", dirs_exist_ok=True)
+    shutil.copy(ROOT / "images" / "tail.Dockerfile", dest / "images" / "tail.Dockerfile")  # the shared image tail
     shutil.copy(ROOT / "matrix.yaml", dest / "matrix.yaml")
     for name, source in (extra_frameworks or {}).items():
         target = dest / "images" / name

@@ -38,7 +38,7 @@ def test_new_writes_a_framework_that_passes_the_static_check_and_runs_as_not_imp
     assert proc.returncode == 0, proc.stderr
     wrote = {line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("wrote ")}
     assert wrote == {
-        "images/demo-fw/Dockerfile", "images/demo-fw/framework.yaml", "images/demo-fw/requirements.txt",
+        "images/demo-fw/Dockerfile", "images/demo-fw/framework.yaml", "images/demo-fw/requirements-gpu.txt",
         "images/demo-fw/requirements-cpu.txt", "workloads/demo_fw_lstm.py",
     }
     # Every method the harness calls is there, each with a docstring (what it must do and why).

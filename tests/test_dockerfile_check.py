@@ -370,3 +370,77 @@ def test_real_image_structure(name: str) -> None:
 def test_real_image_pins_resolve(pypi: None, name: str) -> None:
     lines, _ = check(ROOT, [name])
     assert errors(lines) == []
+
+
+# ---------------------------------------------------------------- project parents, the shared tail, NGC, flavours
+
+STACK = """\
+ARG FLAVOUR=gpu
+FROM lstm-bench/parentfw
+ARG FLAVOUR
+USER root
+COPY images/myfw/requirements-${FLAVOUR}.txt /opt/lstm-bench/requirements.txt
+RUN python3 -m pip install --no-cache-dir -r /opt/lstm-bench/requirements.txt
+"""
+
+
+def _parent_repo(tmp: Path, parent_reqs: str = "numpy==1.26.4\n", child_reqs: str = "six==1.17.0\n") -> Path:
+    root = make_repo(tmp, STACK, extra={
+        "images/myfw/requirements-gpu.txt": child_reqs, "images/myfw/requirements-cpu.txt": child_reqs,
+        "images/parentfw/Dockerfile": GOOD.split("RUN useradd")[0].replace("images/myfw/requirements.txt",
+                                                                           "images/parentfw/requirements.txt"),
+        "images/parentfw/requirements.txt": parent_reqs,
+        "images/parentfw/framework.yaml": 'python: "3.10"\n',
+        "workloads/parentfw.py": "# fixture\n",
+        "images/tail.Dockerfile": (ROOT / "images" / "tail.Dockerfile").read_text(),
+    })
+    return root
+
+
+def test_from_a_project_image_inherits_its_python_and_the_tail_completes_it(tmp_path: Path) -> None:
+    lines = run_check(_parent_repo(tmp_path))
+    assert errors(lines) == []
+    assert "images/myfw/Dockerfile:2: info: FROM project image lstm-bench/parentfw: built first by the " \
+           "orchestrator, same flavour" in lines
+    # No digest warning for the project image: it is built here, by content hash.
+    assert not [line for line in lines if "lstm-bench/parentfw' has no @sha256" in line]
+
+
+def test_a_child_pin_conflicting_with_its_parent_is_an_error(tmp_path: Path) -> None:
+    lines = run_check(_parent_repo(tmp_path, child_reqs="numpy==2.4.6\n"))
+    assert "images/myfw/Dockerfile:1: error: conflicting pins of numpy: 1.26.4, 2.4.6" in lines
+
+
+def test_unknown_project_image_and_a_tail_finding_are_reported_where_they_are(tmp_path: Path) -> None:
+    root = make_repo(tmp_path, STACK.replace("lstm-bench/parentfw", "lstm-bench/nowhere"),
+                     extra={"images/myfw/requirements-gpu.txt": "six==1.17.0\n"})
+    assert errors(run_check(root)) == [
+        "images/myfw/Dockerfile:1: error: FROM lstm-bench/nowhere: no images/<name>/Dockerfile (or variant) of that "
+        "name"]
+    # The tail's own lines are reported against images/tail.Dockerfile (here: the workload file it copies is gone).
+    root = _parent_repo(tmp_path / "b")
+    (root / "workloads" / "myfw.py").unlink()
+    assert "images/tail.Dockerfile:9: error: COPY source 'workloads/myfw.py' does not exist in the repo" in \
+        errors(run_check(root))
+
+
+def test_ngc_base_is_ubuntu_2204_with_python_310(tmp_path: Path) -> None:
+    df = ("ARG NGC_IMAGE=nvcr.io/nvidia/mxnet:24.06-py3\nFROM ${NGC_IMAGE}\nUSER root\n"
+          + (ROOT / "images" / "tail.Dockerfile").read_text())
+    root = make_repo(tmp_path, df, python="3.11")
+    lines = run_check(root)
+    assert "images/myfw/Dockerfile:2: info: NGC base nvcr.io/nvidia/mxnet:24.06-py3: pulled from nvcr.io (public, " \
+           "no login); not built or resolved by this check" in lines
+    assert any("error: more than one Python: 3.10 (base nvcr.io/nvidia/mxnet:24.06-py3 (NGC 24.06: Ubuntu " \
+               "22.04)); 3.11 (framework.yaml)" in line for line in lines), lines
+    (root / "images/myfw/framework.yaml").write_text('python: "3.10"\n')
+    assert errors(run_check(root)) == []
+
+
+def test_cpu_flavour_checked_only_where_flavour_is_used(tmp_path: Path) -> None:
+    root = _parent_repo(tmp_path)
+    (root / "images/myfw/requirements-cpu.txt").write_text("six>=1\n")
+    assert errors(run_check(root)) == [
+        "images/myfw/requirements-cpu.txt:1: error: six>=1: not pinned with == (`>=1`) [flavour cpu]"]
+    _, counts = check(make_repo(tmp_path / "plain"), offline=True)
+    assert counts["builds"] == 1  # GOOD has no ARG FLAVOUR: one image, whatever the flavour

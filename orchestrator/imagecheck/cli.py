@@ -14,10 +14,37 @@ from pathlib import Path
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.errors import InputError
-from orchestrator.frameworks import discover
+from orchestrator.frameworks import Framework, discover
 from orchestrator.imagecheck.dockerfile import check_image
 from orchestrator.imagecheck.findings import ERROR, WARNING, Finding, Pin
 from orchestrator.imagecheck.index import resolve_pins
+from orchestrator.images import FLAVOURS, arg_defaults, build_order, parse_dockerfile
+
+
+def _which_builds(hits: set[tuple[str, str, str]], builds: dict[str, set[tuple[str, str]]]) -> str:
+    """' [variant a]', ' [flavour cpu]', ' [variant a flavour cpu]': a finding not in every build of its image."""
+    tags: set[str] = set()
+    for name in {n for n, _, _ in hits}:
+        mine = {(v, fl) for n, v, fl in hits if n == name}
+        if mine == builds[name]:
+            continue
+        for variant in sorted({v for v, _ in builds[name]}):
+            flavours = {fl for v, fl in mine if v == variant}
+            if flavours == {fl for v, fl in builds[name] if v == variant}:
+                tags |= {f"variant {variant}"} if variant else set()
+            else:
+                tags |= {f"variant {variant} flavour {fl}" if variant else f"flavour {fl}" for fl in flavours}
+    return f" [{', '.join(sorted(tags))}]" if tags else ""
+
+
+def _flavours(root: Path, frameworks: dict[str, Framework], name: str, variant: str | None) -> tuple[str, ...]:
+    """Both flavours when the image or a project image under it declares ARG FLAVOUR; else the one image it is."""
+    try:
+        order = build_order(root, frameworks, [(name, variant)], FLAVOURS[0], {})
+    except (OSError, ValueError):
+        return FLAVOURS[:1]  # the check of the image itself reports why
+    uses = any("FLAVOUR" in arg_defaults(parse_dockerfile(r.text)) for r in order)
+    return FLAVOURS if uses else FLAVOURS[:1]
 
 
 def check(root: Path, names: list[str] | None = None, offline: bool = False) -> tuple[list[str], dict[str, int]]:
@@ -27,24 +54,21 @@ def check(root: Path, names: list[str] | None = None, offline: bool = False) -> 
     if unknown:
         raise InputError(f"no images/<name>/Dockerfile for: {', '.join(unknown)}")
     selected = {n: fw for n, fw in frameworks.items() if not names or n in names}
-    builds = {n: {v or "" for v in (fw.meta.variants or [None])} for n, fw in selected.items()}
-    per: dict[Finding, set[tuple[str, str]]] = defaultdict(set)
-    pins: dict[Pin, set[tuple[str, str]]] = defaultdict(set)
+    builds = {n: {(v or "", fl) for v in (fw.meta.variants or [None]) for fl in _flavours(root, frameworks, n, v)}
+              for n, fw in selected.items()}
+    per: dict[Finding, set[tuple[str, str, str]]] = defaultdict(set)
+    pins: dict[Pin, set[tuple[str, str, str]]] = defaultdict(set)
     for name, fw in selected.items():
-        for variant in sorted(builds[name]):
-            result = check_image(root, fw, variant or None)
+        for variant, flavour in sorted(builds[name]):
+            result = check_image(root, fw, variant or None, flavour, frameworks)
             for f in result.findings:
-                per[f].add((name, variant))
+                per[f].add((name, variant, flavour))
             for p in result.pins:
-                pins[p].add((name, variant))
+                pins[p].add((name, variant, flavour))
     if not offline:
         for f in resolve_pins(list(pins)):
             per[f] |= {b for p, bs in pins.items() if (p.path, p.line) == (f.path, f.line) for b in bs}
-    lines = []
-    for f in sorted(per):
-        partial = {n for n, _ in per[f] if {v for m, v in per[f] if m == n} != builds[n]}
-        tags = sorted({v for n, v in per[f] if n in partial})
-        lines.append(str(f) + (f" [variant {', '.join(tags)}]" if tags else ""))
+    lines = [str(f) + _which_builds(per[f], builds) for f in sorted(per)]
     counts = {"images": len(selected), "builds": sum(map(len, builds.values())),
               "pins": len({(p.name, p.version, p.indexes, p.python, p.glibc) for p in pins})}
     for sev in (ERROR, WARNING):

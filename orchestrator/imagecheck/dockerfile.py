@@ -5,11 +5,12 @@ from __future__ import annotations
 import glob
 import posixpath
 import re
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.frameworks import Framework
+from orchestrator.frameworks import Framework, discover
 from orchestrator.imagecheck.findings import ERROR, INFO, WARNING, Finding, ImageCheck, _rel
 from orchestrator.imagecheck.requirements import _Indexes, _option, _pin_of, _read_requirements, _requirement_lines
 from orchestrator.imagecheck.syntax import (
@@ -25,16 +26,23 @@ from orchestrator.imagecheck.syntax import (
     _words,
 )
 from orchestrator.images import (
+    TAIL_DOCKERFILE,
     Instruction,
     _substitute,  # the same ${ARG} expansion the builder uses, so checks see what a build sees
     arg_defaults,
     base_images,
     copy_sources,
     parse_dockerfile,
+    project_image,
+    recipe,
 )
 
 # Most CUDA bases (nvidia/cuda, pytorch/pytorch, NGC) are Ubuntu 22.04; said aloud whenever it is assumed.
 DEFAULT_GLIBC = (2, 35)
+# NGC framework containers (nvcr.io/nvidia/<framework>:YY.MM-py3) of releases 23.01 to 24.09 are Ubuntu 22.04 with
+# its Python 3.10 (NVIDIA's release notes, e.g. MXNet 24.05/24.06); other releases are not assumed.
+NGC_RE = re.compile(r"nvcr\.io/nvidia/[^:/@]+:(\d\d)\.(\d\d)-py3")
+NGC_UBUNTU_2204 = ((23, 1), (24, 9))
 BUILDKIT_FLAGS = ("--mount", "--network", "--security", "--link", "--parents", "--exclude")
 
 
@@ -86,6 +94,9 @@ class _Scan:
     req_files: list[Path] = field(default_factory=list)
     run_pins: list[tuple[str, int, _Indexes]] = field(default_factory=list)
     run_reqfiles: dict[Path, _Indexes] = field(default_factory=dict)
+    frameworks: dict[str, Framework] = field(default_factory=dict)
+    flavour: str = "gpu"
+    depth: int = 0
 
     def add(self, line: int, severity: str, message: str) -> None:
         self.out.findings.append(Finding(self.df, line, severity, message))
@@ -99,7 +110,10 @@ class _Scan:
                 bases = base_images(froms[: n + 1], self.args)
                 self.workdir, self.env = "/", {}
                 if len(bases) > len(base_images(froms[:n], self.args)):  # not FROM an earlier stage
-                    self.base(ins.line, bases[-1])
+                    if (parent := project_image(bases[-1], self.frameworks)) is not None:
+                        self.inherit(ins.line, bases[-1], *parent)
+                    else:
+                        self.base(ins.line, bases[-1])
             elif ins.keyword == "ENV":
                 self.env.update(_env_pairs(_substitute(ins.args, vals)))
             elif ins.keyword == "WORKDIR":
@@ -118,8 +132,35 @@ class _Scan:
             elif ins.keyword == "RUN":
                 self.run(ins, vals)
 
+    def inherit(self, line: int, ref: str, fw: Framework, variant: str | None) -> None:
+        """FROM another project image: start from what walking that image's own Dockerfile (and tail) learns.
+        Its own findings are its check's, not repeated here; its pins are, so a conflicting child pin shows."""
+        if self.depth > 8:
+            self.add(line, ERROR, f"FROM {ref}: project images nest too deep (a cycle?)")
+            return
+        r = recipe(self.root, self.frameworks, fw, variant, self.flavour, {})
+        sub = _Scan(self.root, _rel(self.root, fw.dockerfile), {**arg_defaults(parse_dockerfile(r.text)), **r.args},
+                    ImageCheck(), frameworks=self.frameworks, flavour=self.flavour, depth=self.depth + 1)
+        sub.walk(parse_dockerfile(r.text))
+        for version, where in sub.pythons.items():
+            self.pythons[version].append(f"{ref} ({', '.join(where)})")
+        self.glibc, self.distro_python, self.apt_python3 = sub.glibc, sub.distro_python, sub.apt_python3
+        self.env, self.workdir, self.user = dict(sub.env), sub.workdir, sub.user
+        self.image_files.update(sub.image_files)
+        self.req_files += sub.req_files
+        self.run_reqfiles.update(sub.run_reqfiles)
+        self.run_pins += sub.run_pins
+        self.add(line, INFO, f"FROM project image {ref}: built first by the orchestrator, same flavour")
+
     def base(self, line: int, base: str) -> None:
         repo, tag, digest = _image_ref(base)
+        if (m := NGC_RE.search(base)) is not None:
+            release = (int(m.group(1)), int(m.group(2)))
+            if NGC_UBUNTU_2204[0] <= release <= NGC_UBUNTU_2204[1]:
+                self.glibc, self.distro_python = DISTROS["22.04"][0], ("3.10", "22.04")
+                self.pythons["3.10"].append(f"base {base} (NGC {release[0]}.{release[1]:02d}: Ubuntu 22.04)")
+            self.add(line, INFO, f"NGC base {base}: pulled from nvcr.io (public, no login); not built or resolved "
+                     "by this check")
         if "$" in base or not base:
             self.add(line, ERROR, f"base image {base!r}: build arg without a default")
         elif base != "scratch" and not digest and (tag is None or tag == "latest"):
@@ -196,6 +237,11 @@ class _Scan:
         else:
             line, words = self.entry
             target = f"workloads.{module}"
+            if words[:2] == ["/bin/sh", "-c"] and len(words) > 2 and "$LSTM_BENCH_WORKLOAD" in words[2]:
+                # the shared tail's form: the module comes from ENV LSTM_BENCH_WORKLOAD
+                words = [w for w in shlex.split(words[2].replace("$LSTM_BENCH_WORKLOAD",
+                                                                 self.env.get("LSTM_BENCH_WORKLOAD", "")))
+                         if w != "exec"]
             if target not in words or words[max(0, words.index(target) - 1)] != "-m":
                 self.add(line, ERROR, f"ENTRYPOINT {words} does not run -m {target}")
             elif m := re.fullmatch(r"python(\d+\.\d+)", posixpath.basename(words[0])):
@@ -253,19 +299,35 @@ class _Scan:
                 self.add(1, ERROR, f"conflicting pins of {name}: {', '.join(sorted(vs))}")
 
 
-def check_image(root: Path, fw: Framework, variant: str | None = None) -> ImageCheck:
-    """Structural checks of one image (one variant) and the pins it installs; no network."""
+def check_image(root: Path, fw: Framework, variant: str | None = None, flavour: str = "gpu",
+                frameworks: dict[str, Framework] | None = None) -> ImageCheck:
+    """Structural checks of one image (one variant, one flavour) and the pins it installs; no network.
+
+    It checks what the orchestrator builds: the Dockerfile plus the shared tail when it has no ENTRYPOINT, with a
+    `FROM <project image>` walked through that image's own Dockerfile."""
     out = ImageCheck()
     df = _rel(root, fw.dockerfile)
-    instructions = parse_dockerfile(fw.dockerfile.read_text())
-    if not any(i.keyword == "FROM" for i in instructions):
+    text = fw.dockerfile.read_text()
+    if not any(i.keyword == "FROM" for i in parse_dockerfile(text)):
         out.findings.append(Finding(df, 1, ERROR, "no FROM instruction (empty or unfinished Dockerfile)"))
         return out
-    scan = _Scan(root, df, {**arg_defaults(instructions), **({"VARIANT": variant} if variant else {})}, out)
+    known = {**(frameworks if frameworks is not None else discover(root / "images")), fw.name: fw}
+    try:
+        r = recipe(root, known, fw, variant, flavour, {})
+    except (OSError, ValueError) as exc:
+        out.findings.append(Finding(df, 1, ERROR, str(exc).removeprefix(f"{fw.dockerfile}: ")))
+        return out
+    instructions = parse_dockerfile(r.text)
+    scan = _Scan(root, df, {**arg_defaults(instructions), **r.args}, out, frameworks=known, flavour=flavour)
     if fw.meta.variants and "VARIANT" not in arg_defaults(instructions):
         scan.add(1, WARNING, "framework.yaml declares variants but the Dockerfile has no ARG VARIANT: every "
                  "variant builds the same image")
     scan.walk(instructions)
     scan.check_runtime(fw.workload_module)
     scan.collect_pins(scan.image_python(fw.meta.python))
+    # Lines past the Dockerfile's own are the shared tail's.
+    own_lines = len(text.rstrip("\n").splitlines()) + 1
+    out.findings[:] = [Finding(TAIL_DOCKERFILE, f.line - own_lines, f.severity, f.message)
+                       if f.path == df and f.line > own_lines else f for f in out.findings]
     return out
+

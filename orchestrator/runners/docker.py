@@ -106,9 +106,12 @@ class DockerRunner:
         root: Path = PROJECT_ROOT,
         client: Any = None,
         cpusets: dict[str, str] | None = None,
+        flavour: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.device = device
+        # Which image flavour to build: the device's by default; a GPU image's CPU cell (an image test) sets "gpu".
+        self.flavour = flavour or device
         self.memory = memory
         self.pids_limit = pids_limit
         self.build_args = dict(build_args or {})
@@ -151,13 +154,12 @@ class DockerRunner:
         key = (framework.name, variant)
         try:
             built = ensure_image(
-                self.client, self.root, framework, variant, self.build_args, self.build_timeout_s, on_line
+                self.client, self.root, framework, variant, self.build_args, self.build_timeout_s, on_line,
+                flavour=self.flavour,
             )
         except BuildFailed as exc:
             return Environment(key, None, {}, error=f"{exc}\n{exc.log_tail}".strip(), log_tail=exc.log_tail)
-        return Environment(
-            key, built.tag, {"tag": built.tag, "id": built.image_id, "cached": built.cached}, None, built.duration_s
-        )
+        return Environment(key, built.tag, built.details(), None, built.duration_s)
 
     # ------------------------------------------------------------------ cells
     def _user(self, cell_dir: Path) -> str:

@@ -1,0 +1,128 @@
+"""Build every real framework image of one flavour on the registry-free stand-in base, measure each build, and run
+one tiny CPU cell in each through the docker runner. Used by tests/test_images_cpu.py (default CI, CPU flavour) and
+tests/test_images_gpu.py (opt-in, GPU flavour); the measurements go to docs/images.md.
+
+Bytes downloaded are what pip ("Downloading x.whl (423.1 MB)") and apt ("Fetched 41.2 MB") reported in the build
+log, so rounded as they print them; sizes are the engine's image sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.frameworks import Framework, discover
+from orchestrator.images import BuildFailed, build_order, ensure_image
+from orchestrator.matrix import load_matrix
+from orchestrator.pipeline import run_one
+from orchestrator.plan import expand
+from orchestrator.runners.docker import DockerRunner
+from orchestrator.store import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON_BASE = os.environ.get("LSTM_BENCH_TEST_PYTHON_BASE", "lstm-bench/base:python3.11-slim-bookworm")
+BUILD_ARGS = {"BASE_IMAGE": PYTHON_BASE}
+_SIZE = re.compile(r"(?:Downloading \S+ \(|Fetched )(\d+(?:\.\d+)?) ?(bytes|B|kB|MB|GB)\b")
+_UNIT = {"bytes": 1, "B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+# Tiny cell, lr 0.5 so one SGD step moves the loss beyond float32 noise (the equivalence probe); CPU.
+TINY = {"hidden": [16], "batch": 4, "seq_len": 8, "vocab": 100, "iters": 3, "warmup": 1, "lr": 0.5,
+        "device": "cpu", "impls": "default", "timeout_s": 900}
+
+
+def all_images() -> list[tuple[str, str | None]]:
+    return [(n, v) for n, fw in discover(ROOT / "images").items() for v in (fw.meta.variants or [None])]
+
+
+def make_python_base() -> str:
+    """The pip-capable stand-in for python:3.11-slim-bookworm (scripts/make-base-image.sh --python)."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "make-base-image.sh"), "--python", PYTHON_BASE],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"cannot make {PYTHON_BASE}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return PYTHON_BASE
+
+
+def not_buildable_here(client: Any) -> dict[str, str]:
+    """Images whose base (after BUILD_ARGS) is neither local nor replaced by the stand-in: no registry here."""
+    frameworks = discover(ROOT / "images")
+    out = {}
+    for name, variant in all_images():
+        for r in build_order(ROOT, frameworks, [(name, variant)], "cpu", BUILD_ARGS):
+            for base in r.bases:
+                try:
+                    client.images.get(base)
+                except Exception:
+                    out[name] = f"base {base} is not on this machine and no registry is reachable"
+    return out
+
+
+@dataclass
+class Measured:
+    tag: str
+    image_id: str
+    cached: bool
+    build_s: float
+    downloaded_bytes: int
+    size_bytes: int
+    own_bytes: int  # the image's size minus its parent's (or its base's): the layers it adds
+    parents: list[str] = field(default_factory=list)
+
+
+def build_all(client: Any, flavour: str, keys: list[tuple[str, str | None]]) -> dict[str, Measured | str]:
+    """Build each image (parents first, once) and measure it; a failed build maps to its error text."""
+    frameworks: dict[str, Framework] = discover(ROOT / "images")
+    order = build_order(ROOT, frameworks, keys, flavour, BUILD_ARGS)
+    base_size = client.images.get(PYTHON_BASE).attrs["Size"]
+    out: dict[str, Measured | str] = {}
+    for r in order:
+        name = r.repo.removeprefix("lstm-bench/")
+        if any(isinstance(out.get(p.name + (f"-{v}" if v else "")), str) for p, v in r.parents):
+            out[name] = "parent image failed"
+            continue
+        lines: list[str] = []
+        started = time.monotonic()
+        try:
+            built = ensure_image(client, ROOT, r.framework, r.variant, BUILD_ARGS, 5400, lines.append,
+                                 flavour=flavour, frameworks=frameworks)
+        except BuildFailed as exc:
+            out[name] = f"{exc}\n{exc.log_tail}"
+            _write_figures(out)
+            continue
+        size = client.images.get(built.tag).attrs["Size"]
+        parent_size = client.images.get(built.parents[0]).attrs["Size"] if built.parents else base_size
+        downloaded = sum(float(m.group(1)) * _UNIT[m.group(2)] for line in lines for m in _SIZE.finditer(line))
+        out[name] = Measured(built.tag, built.image_id, built.cached, round(time.monotonic() - started, 1),
+                             int(downloaded), size, size - parent_size, list(built.parents))
+        _write_figures(out)  # after each image: a long tier stopped half-way keeps what it measured
+    return out
+
+
+def _write_figures(out: dict[str, Measured | str]) -> None:
+    figures = os.environ.get("LSTM_BENCH_IMAGE_FIGURES")
+    if figures:
+        Path(figures).write_text(json.dumps(
+            {k: asdict(v) if isinstance(v, Measured) else {"error": v[-2000:]} for k, v in out.items()}, indent=1))
+
+
+def run_tiny_cell(tmp: Path, name: str, variant: str | None, flavour: str) -> dict[str, Any]:
+    """One tiny CPU cell of the default impl in the image of this flavour, through the docker runner."""
+    overrides = {**TINY, "frameworks": [{"name": name, **({"variants": [variant]} if variant else {})}]}
+    matrix = load_matrix(ROOT / "matrix.yaml", overrides)
+    plan = expand(matrix, discover(ROOT / "images"))
+    fw = plan.frameworks[name]
+    runner = DockerRunner("image-tier", "cpu", matrix.memory, matrix.pids_limit, BUILD_ARGS, 5400, flavour=flavour)
+    env = runner.prepare(fw, variant)
+    assert env.error is None, env.error
+    store = RunStore(tmp / "run")
+    store.open_for_run()
+    record = run_one(plan, runner, store, "image-tier", plan.cells[0], env, None)
+    assert record is not None
+    return record.model_dump(mode="json")

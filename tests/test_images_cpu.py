@@ -1,0 +1,47 @@
+"""Default CI: the CPU flavour of every framework image, built from its real Dockerfile on the registry-free
+stand-in for python:3.11-slim-bookworm, and one tiny cell in each through the docker runner, equivalent to the
+NumPy reference. Images whose base cannot be had here (NGC: no registry) are skipped by name.
+
+The builds happen once per session (fixture cpu_images); a warm engine finds every image by its tag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.image_tiers import Measured, all_images, build_all, make_python_base, not_buildable_here, run_tiny_cell
+from tests.workload_helpers import REL_TOL, reference_losses
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def cpu_images(docker_client: Any) -> tuple[dict[str, Measured | str], dict[str, str]]:
+    make_python_base()
+    skipped = not_buildable_here(docker_client)
+    keys = [k for k in all_images() if k[0] not in skipped]
+    return build_all(docker_client, "cpu", keys), skipped
+
+
+def assert_cell_matches_numpy(record: dict[str, Any]) -> None:
+    assert record["status"] == "ok", f"{record['status']}: {record['reason']}\n{record.get('log_tail')}"
+    doc = record["workload"]
+    want_initial, want_after = reference_losses(doc["params"])
+    assert doc["loss_initial"] == pytest.approx(want_initial, rel=REL_TOL)
+    assert doc["loss_after_one_step"] == pytest.approx(want_after, rel=REL_TOL)
+
+
+@pytest.mark.parametrize(("name", "variant"), all_images(), ids=lambda x: x or "-")
+def test_cpu_image_builds_and_its_tiny_cell_matches_numpy(cpu_images: Any, name: str, variant: str | None,
+                                                          tmp_path: Path) -> None:
+    built, skipped = cpu_images
+    if name in skipped:
+        pytest.skip(f"{name}: {skipped[name]}")
+    key = f"{name}-{variant}" if variant else name
+    assert isinstance(built[key], Measured), f"{key}: build failed:\n{built[key]}"
+    record = run_tiny_cell(tmp_path, name, variant, "cpu")
+    assert record["image"]["flavour"] == "cpu" and record["image"]["tag"] == built[key].tag
+    assert_cell_matches_numpy(record)
