@@ -136,6 +136,7 @@ def test_build_failure_names_the_step_without_colour_codes_and_keeps_the_log(
     (fixture / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
         "RUN printf '\\033[31mERROR: No matching distribution found for numpy==9.9.9\\033[0m\\n'; exit 7\n"
+        'ENTRYPOINT ["python3"]\n'  # its own entrypoint: no shared tail appended (it has no workload to copy)
     )
     project = copy_project(tmp_path / "project", {"colourful": fixture})
     out = tmp_path / "run"
