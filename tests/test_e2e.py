@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.results import RECORD_SCHEMA_VERSION
 from tests.conftest import BUILD_ARG, FIXTURES, TINY, run_cli
 
 pytestmark = pytest.mark.docker
@@ -47,7 +48,7 @@ def test_small_cpu_matrix_end_to_end(base_image: str, project_copy, tmp_path: Pa
         ("chaos", 16),
     ]
     for r in records:
-        assert r["schema_version"] == 1 and r["status"] == "ok", r
+        assert r["schema_version"] == RECORD_SCHEMA_VERSION and r["status"] == "ok", r
         assert r["median_ms"] > 0 and r["mean_ms"] > 0
         assert r["workload"]["params"]["batch"] == 4 and len(r["workload"]["times_ms"]) == 5
         assert r["image"]["tag"].startswith("lstm-bench/") and r["image"]["id"].startswith("sha256:")
