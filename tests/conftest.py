@@ -124,3 +124,38 @@ def no_container_left_behind() -> Iterator[None]:
         with contextlib.suppress(Exception):
             c.remove(force=True)
     assert not names, f"containers left behind by the tests: {names}"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A real, empty image registry on localhost (Debian's docker-registry); Docker trusts 127.0.0.1 without TLS."""
+    import socket
+    import time
+
+    import requests
+
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        pytest.skip("no local registry binary: apt-get install docker-registry")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'blobs'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([exe, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None, "the registry exited at start-up"
+            assert time.monotonic() < deadline, "timed out waiting for the registry"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -7,8 +7,6 @@ the NumPy reference, so a cell in them is a real, checkable cell.
 from __future__ import annotations
 
 import json
-import shutil
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -177,41 +175,13 @@ def test_build_command_bad_input_is_one_line_exit_2(project: Path) -> None:
 
 
 @pytest.mark.docker
-def test_build_command_pushes_to_a_registry(base_image: str, project: Path, tmp_path: Path, docker_client: Any
-                                            ) -> None:
-    exe = shutil.which("docker-registry")
-    if exe is None:
-        pytest.skip("no local registry binary: apt-get install docker-registry")
-    import socket
-    import subprocess
-    import time
-
+def test_build_command_pushes_to_a_registry(base_image: str, project: Path, registry: str) -> None:
     import requests
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "registry.yml"
-    config.write_text(textwrap.dedent(f"""\
-        version: 0.1
-        storage: {{filesystem: {{rootdirectory: {tmp_path / 'store'}}}}}
-        http: {{addr: 127.0.0.1:{port}}}
-        """))
-    proc = subprocess.Popen([exe, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(60):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.5)
-        registry = f"127.0.0.1:{port}/t"
-        built = run_cli(["build", "matrix.yaml", "--only", "parent-fw", "--device", "cpu", "--build-arg", BUILD_ARG,
-                         "--push", registry], cwd=project, timeout=900)
-        assert built.returncode == 0, built.stdout + built.stderr
-        tags = requests.get(f"http://127.0.0.1:{port}/v2/t/lstm-bench/parent-fw/tags/list", timeout=5).json()
-        assert [t for t in tags["tags"] if t.startswith("cpu-")], tags
-        assert f"{registry}/lstm-bench/parent-fw:cpu-" in built.stdout
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    target = f"{registry}/t"
+    built = run_cli(["build", "matrix.yaml", "--only", "parent-fw", "--device", "cpu", "--build-arg", BUILD_ARG,
+                     "--push", target], cwd=project, timeout=900)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tags = requests.get(f"http://{registry}/v2/t/lstm-bench/parent-fw/tags/list", timeout=5).json()
+    assert [t for t in tags["tags"] if t.startswith("cpu-")], tags
+    assert f"{target}/lstm-bench/parent-fw:cpu-" in built.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -183,34 +182,6 @@ def test_ctrl_c_cancels_the_tasks_and_their_containers(cluster: Cluster, project
     assert docker_client.containers.list(all=True, filters=SESSION) == []
     # Both cells in flight were cancelled by us: not results, so no records (--resume runs them again).
     assert not (out / "results.jsonl").exists() or load_records(out) == []
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
-    """A real, empty image registry on localhost (Debian's docker-registry); Docker trusts 127.0.0.1 without TLS."""
-    exe = shutil.which("docker-registry")
-    if exe is None:
-        pytest.skip("no local registry binary: apt-get install docker-registry")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'blobs'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen([exe, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v2/"), proc, "the registry", limit_s=30)  # type: ignore[arg-type]
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_registry_images_are_pushed_once_and_pulled_by_nodes(cluster: Cluster, project: Path, docker_client: Any,
