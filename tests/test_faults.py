@@ -187,6 +187,7 @@ def hanging_framework(project: Path) -> str:
     (project / "images" / "hang").mkdir()
     (project / "images" / "hang" / "Dockerfile").write_text(
         f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nRUN echo hang-{token} && sleep 600\n"
+        'ENTRYPOINT ["python3"]\n'  # its own entrypoint: no shared tail (it has no workload to copy)
     )
     return token
 
