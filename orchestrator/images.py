@@ -326,7 +326,8 @@ def ensure_image(
     built: dict[tuple[str, str | None], BuiltImage] = {}
     for r in order:
         deadline_left = timeout_s - (time.monotonic() - started)
-        built[(r.framework.name, r.variant)] = _ensure_one(client, root, known, r, built, deadline_left, on_line)
+        built[(r.framework.name, r.variant)] = _ensure_one(client, root, known, r, built, deadline_left, on_line,
+                                                           limit_s=timeout_s)
     last = built[(framework.name, variant)]
     return BuiltImage(last.tag, last.image_id, last.cached and all(b.cached for b in built.values()),
                       time.monotonic() - started, flavour, last.parents)
@@ -334,7 +335,7 @@ def ensure_image(
 
 def _ensure_one(client: Any, root: Path, frameworks: dict[str, Framework], r: Recipe,
                 built: dict[tuple[str, str | None], BuiltImage], timeout_s: float,
-                on_line: Callable[[str], None] | None) -> BuiltImage:
+                on_line: Callable[[str], None] | None, limit_s: float | None = None) -> BuiltImage:
     started = time.monotonic()
     parent_tags = {(fw.name, v): built[(fw.name, v)].tag for fw, v in r.parents}
     text = with_parent_tags(r.text, r.args, frameworks, parent_tags)
@@ -367,13 +368,15 @@ def _ensure_one(client: Any, root: Path, frameworks: dict[str, Framework], r: Re
         f"{LABEL_PREFIX}.content-hash": digest,
     }
     _build(client, build_context(root, files, (dockerfile, text)), dockerfile, tag, r.args, labels, timeout_s,
-           on_line)
+           on_line, limit_s if limit_s is not None else timeout_s)
     image = client.images.get(tag)
     return BuiltImage(tag, image.id, False, time.monotonic() - started, r.flavour, parents)
 
 
 def _build(client: Any, context: io.BytesIO, dockerfile: str, tag: str, args: dict[str, str],
-           labels: dict[str, str], timeout_s: float, on_line: Callable[[str], None] | None) -> None:
+           labels: dict[str, str], timeout_s: float, on_line: Callable[[str], None] | None,
+           limit_s: float) -> None:
+    """Build within `timeout_s` (what is left of the framework's build time limit, `limit_s`, which errors name)."""
     tail = LogTail(lines=40)
     deadline = time.monotonic() + timeout_s
     try:
@@ -403,11 +406,11 @@ def _build(client: Any, context: io.BytesIO, dockerfile: str, tag: str, args: di
                 if on_line:
                     on_line(text.rstrip())
             if time.monotonic() > deadline:
-                raise BuildFailed(f"build timed out after {timeout_s:g} s", tail.text())
+                raise BuildFailed(f"build timed out after {limit_s:g} s", tail.text())
     except BuildFailed:
         raise
     except Exception as exc:  # read timeouts (a silent, hanging step) and API errors
         text = str(exc)
         if "timed out" in text.lower():
-            text = f"build timed out after {timeout_s:g} s ({text})"
+            text = f"build timed out after {limit_s:g} s ({text})"
         raise BuildFailed(text, tail.text()) from None
