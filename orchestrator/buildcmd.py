@@ -52,7 +52,7 @@ def push(client: Any, built: BuiltImage, key: tuple[str, str | None], registry: 
 
 
 def cmd_build(args: argparse.Namespace, console: Console, plan: Any) -> int:
-    from orchestrator.cli import parse_build_args
+    from orchestrator.images import parse_build_args
     from orchestrator.runners.docker import connect
 
     build_args = parse_build_args(args.build_args)

@@ -8,12 +8,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator.machine.summary import MachineState
-from orchestrator.workload_result import WORKLOAD_STATUSES, Scalar, WorkloadResult
+from orchestrator.workload_result import Scalar, WorkloadResult
 
 # 2: the cell's own params and a validated workload result; records of schema 1 still load for the report.
 RECORD_SCHEMA_VERSION = 2
-# Statuses a workload may report in its own JSON (workloads/harness.py WORKLOAD_STATUSES).
-WORKLOAD_REPORTED = set(WORKLOAD_STATUSES)
 
 
 class Status(str, enum.Enum):
