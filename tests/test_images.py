@@ -7,6 +7,7 @@ the NumPy reference, so a cell in them is a real, checkable cell.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,10 @@ def _fw(dest: Path, name: str, dockerfile: str, files: dict[str, str], yaml: str
 def project(tmp_path: Path) -> Path:
     """A project copy with a parent image and a child image FROM it, both running the NumPy reference workload."""
     root = copy_project(tmp_path / "project")
-    _fw(root, "parent-fw", PARENT, {"req-gpu.txt": f"gpu {tmp_path.name}\n", "req-cpu.txt": f"cpu {tmp_path.name}\n"})
+    # A nonce per test: images are content-addressed and the engine outlives a test run, so without it a later run
+    # would find this run's image cached and could not see a build happen.
+    nonce = uuid.uuid4().hex
+    _fw(root, "parent-fw", PARENT, {"req-gpu.txt": f"gpu {nonce}\n", "req-cpu.txt": f"cpu {nonce}\n"})
     _fw(root, "child-fw", CHILD, {"note-gpu.txt": "child gpu\n", "note-cpu.txt": "child cpu\n"})
     return root
 
@@ -125,10 +129,11 @@ def test_child_is_built_after_its_parent_and_follows_its_id(docker_client: Any, 
     again = ensure_image(docker_client, project, fws["child-fw"], None, args, 900, flavour="cpu")
     assert again.cached and again.tag == child.tag
     # A changed parent is rebuilt, and the child with it: its hash is keyed on the parent's id.
-    (project / "images" / "parent-fw" / "req-cpu.txt").write_text("cpu, changed\n")
+    changed = (project / "images" / "parent-fw" / "req-cpu.txt").read_text().replace("cpu ", "cpu, changed ")
+    (project / "images" / "parent-fw" / "req-cpu.txt").write_text(changed)
     rebuilt = ensure_image(docker_client, project, fws["child-fw"], None, args, 900, flavour="cpu")
     assert not rebuilt.cached and rebuilt.tag != child.tag and rebuilt.parents != child.parents
-    assert _cat(docker_client, rebuilt.tag, "/opt/parent-flavour.txt") == "cpu, changed\n"
+    assert _cat(docker_client, rebuilt.tag, "/opt/parent-flavour.txt") == changed
 
 
 @pytest.mark.docker
