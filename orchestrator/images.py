@@ -367,15 +367,22 @@ def _ensure_one(client: Any, root: Path, frameworks: dict[str, Framework], r: Re
         f"{LABEL_PREFIX}.flavour": r.flavour,
         f"{LABEL_PREFIX}.content-hash": digest,
     }
-    _build(client, build_context(root, files, (dockerfile, text)), dockerfile, tag, r.args, labels, timeout_s,
-           on_line, limit_s if limit_s is not None else timeout_s)
+    _build(client, build_context(root, files, (dockerfile, with_labels(text, labels))), dockerfile, tag, r.args,
+           timeout_s, on_line, limit_s if limit_s is not None else timeout_s)
     image = client.images.get(tag)
     return BuiltImage(tag, image.id, False, time.monotonic() - started, r.flavour, parents)
 
 
+def with_labels(text: str, labels: dict[str, str]) -> str:
+    """The Dockerfile with one `LABEL` instruction at its end (its last stage). Not the engine's `labels=` option:
+    the legacy builder turns that into one instruction, one container and one layer commit per label, each costing
+    seconds to a minute on top of a multi-GB image on a slow storage driver."""
+    pairs = " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items()))
+    return f"{text.rstrip(chr(10))}\nLABEL {pairs}\n"
+
+
 def _build(client: Any, context: io.BytesIO, dockerfile: str, tag: str, args: dict[str, str],
-           labels: dict[str, str], timeout_s: float, on_line: Callable[[str], None] | None,
-           limit_s: float) -> None:
+           timeout_s: float, on_line: Callable[[str], None] | None, limit_s: float) -> None:
     """Build within `timeout_s` (what is left of the framework's build time limit, `limit_s`, which errors name)."""
     tail = LogTail(lines=40)
     deadline = time.monotonic() + timeout_s
@@ -389,7 +396,6 @@ def _build(client: Any, context: io.BytesIO, dockerfile: str, tag: str, args: di
             decode=True,
             rm=True,
             forcerm=True,
-            labels=labels,
             timeout=max(1, int(timeout_s)),
         )
         step = ""  # the legacy builder announces each instruction as "Step N/M : INSTRUCTION"

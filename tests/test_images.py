@@ -19,7 +19,9 @@ from orchestrator.images import (
     BuildFailed,
     build_order,
     ensure_image,
+    parse_dockerfile,
     recipe,
+    with_labels,
     with_parent_tags,
 )
 from tests.conftest import BUILD_ARG, ROOT, TINY, copy_project, run_cli
@@ -90,6 +92,12 @@ def test_parents_come_first_and_keras_variants_find_their_backend() -> None:
     assert order.count(("jax", None)) == 1  # a shared parent is built once
 
 
+def test_labels_are_one_instruction_at_the_end() -> None:
+    text = with_labels("FROM a AS x\nFROM b\nUSER 1\n\n", {"lstm-bench.z": "1", "lstm-bench.a": 'say "hi"'})
+    assert text == 'FROM a AS x\nFROM b\nUSER 1\nLABEL "lstm-bench.a"="say \\"hi\\"" "lstm-bench.z"="1"\n'
+    assert [i.keyword for i in parse_dockerfile(text)] == ["FROM", "FROM", "USER", "LABEL"]
+
+
 def test_from_rewritten_to_the_parent_tag(project: Path) -> None:
     fws = discover(project / "images")
     r = recipe(project, fws, fws["child-fw"], None, "cpu", {})
@@ -125,7 +133,12 @@ def test_child_is_built_after_its_parent_and_follows_its_id(docker_client: Any, 
     assert _cat(docker_client, child.tag, "/opt/child-flavour.txt") == "child cpu\n"
     config = docker_client.images.get(child.tag).attrs["Config"]
     assert config["User"] == "10001" and config["Env"].count("LSTM_BENCH_WORKLOAD=numpy_reference") == 1
-    assert docker_client.images.get(child.tag).labels["lstm-bench.flavour"] == "cpu"
+    labels = docker_client.images.get(child.tag).labels
+    assert labels["lstm-bench.flavour"] == "cpu" and labels["lstm-bench.framework"] == "child-fw"
+    assert labels["lstm-bench.managed"] == "true" and child.tag.endswith(labels["lstm-bench.content-hash"][:16])
+    # The labels are one instruction of the child's own steps, not one step (and one layer commit) per label.
+    own = docker_client.api.history(child.tag)[:-len(docker_client.api.history(parent_tag))]
+    assert [h["CreatedBy"].count("LABEL") for h in own if "LABEL" in h["CreatedBy"]] == [1], own
     again = ensure_image(docker_client, project, fws["child-fw"], None, args, 900, flavour="cpu")
     assert again.cached and again.tag == child.tag
     # A changed parent is rebuilt, and the child with it: its hash is keyed on the parent's id.
