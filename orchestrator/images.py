@@ -210,10 +210,13 @@ def recipe(root: Path, frameworks: dict[str, Framework], framework: Framework, v
     if not any(i.keyword == "ENTRYPOINT" for i in parse_dockerfile(text)) and tail.is_file():
         text = text.rstrip("\n") + "\n\n" + tail.read_text()
     args = {**build_args, "FLAVOUR": flavour}
-    if variant:
-        args["VARIANT"] = variant
     instructions = parse_dockerfile(text)
-    if any(i.keyword == "ARG" and i.args.split("=")[0].strip() == "WORKLOAD" for i in instructions):
+    declared = {i.args.split("=")[0].strip() for i in instructions if i.keyword == "ARG"}
+    # Only declared arguments: an undeclared one changes nothing in the image but its hash, so variants of a
+    # Dockerfile that ignores VARIANT (the workload reads the variant from its params) share one image, built once.
+    if variant and "VARIANT" in declared:
+        args["VARIANT"] = variant
+    if "WORKLOAD" in declared:
         args["WORKLOAD"] = framework.workload_module
     parents, bases = [], []
     for base in base_images(instructions, {**arg_defaults(instructions), **args}):

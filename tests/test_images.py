@@ -92,6 +92,16 @@ def test_parents_come_first_and_keras_variants_find_their_backend() -> None:
     assert order.count(("jax", None)) == 1  # a shared parent is built once
 
 
+def test_variants_share_the_image_of_a_dockerfile_that_ignores_variant(project: Path) -> None:
+    _fw(project, "plain-fw", "FROM x:1\nENTRYPOINT [\"python3\"]\n", {}, "variants: [a, b]\n")
+    _fw(project, "varied-fw", "ARG VARIANT=a\nFROM x:1\nENTRYPOINT [\"python3\"]\n", {}, "variants: [a, b]\n")
+    fws = discover(project / "images")
+    plain = [recipe(project, fws, fws["plain-fw"], v, "cpu", {}) for v in ("a", "b")]
+    assert [r.args for r in plain] == [{"FLAVOUR": "cpu"}] * 2  # one hash: built once, run by both variants
+    varied = [recipe(project, fws, fws["varied-fw"], v, "cpu", {}).args.get("VARIANT") for v in ("a", "b")]
+    assert varied == ["a", "b"]
+
+
 def test_labels_are_one_instruction_at_the_end() -> None:
     text = with_labels("FROM a AS x\nFROM b\nUSER 1\n\n", {"lstm-bench.z": "1", "lstm-bench.a": 'say "hi"'})
     assert text == 'FROM a AS x\nFROM b\nUSER 1\nLABEL "lstm-bench.a"="say \\"hi\\"" "lstm-bench.z"="1"\n'
