@@ -4,10 +4,11 @@ Requirements: images/<name>/requirements-cpu-<variant>.txt, else images/<name>/r
 Cache: $LSTM_BENCH_VENVS or ~/.cache/lstm-bench/venvs/<name>[-<variant>]-<hash>, the hash covering the
 requirements text and this Python's version, so a changed pin makes a new environment.
 
-Made with uv (`uv venv`, `uv pip install -r`), not pip: the environments repeat multi-GB stacks (torch's CUDA build
-in torch and keras (torch); tensorflow twice; jax four times), and uv downloads and unpacks each wheel once into its
-own cache and links the files into every environment. Measured on a 2-core machine: torch's environment (4.7 GB)
-cold in 23 s (pip: 76 s), keras (torch) beside it in under a second (pip: the same again).
+Made with `python -m venv` (seeded with this Python's own pip and setuptools) and uv (`uv pip install -r`), not pip
+alone: the environments repeat multi-GB stacks (torch's CUDA build in torch and keras (torch); tensorflow twice; jax
+four times), and uv downloads and unpacks each wheel once into its own cache and links the files into every
+environment. Measured on a 2-core machine: torch's environment (4.7 GB) cold in 23 s (pip: 76 s), keras (torch)
+beside it in under a second (pip: the same again).
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ def ensure_venv(
         if (venv / COMPLETE).is_file():
             return python_of(venv)
         shutil.rmtree(venv, ignore_errors=True)  # a half-made one from an interrupted attempt
-        uv = find_uv_bin()
-        # --native-tls: the system's CA store, as pip's PIP_CERT setups expect (a TLS-inspecting proxy's CA).
+        # The standard library's venv, seeded as before with this Python's own pip and setuptools (some frameworks
+        # import pkg_resources, as the images' bases provide it); uv then installs the pins. --native-tls: the
+        # system's CA store, as a PIP_CERT setup expects (a TLS-inspecting proxy's CA).
         steps = [
-            [uv, "venv", "--quiet", "--native-tls", "--python", sys.executable, str(venv)],
-            [uv, "pip", "install", "--quiet", "--native-tls", "--python", str(python_of(venv)), "-r",
+            [sys.executable, "-m", "venv", str(venv)],
+            [find_uv_bin(), "pip", "install", "--quiet", "--native-tls", "--python", str(python_of(venv)), "-r",
              str(requirements)],
         ]
         for cmd in steps:
@@ -83,6 +85,7 @@ def ensure_venv(
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
             if proc.returncode != 0:
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-                raise VenvError(f"`uv {' '.join(cmd[1:3])} ...` failed (exit {proc.returncode}):\n{tail}")
+                what = f"{Path(cmd[0]).name} {' '.join(cmd[1:3])}"
+                raise VenvError(f"`{what} ...` failed (exit {proc.returncode}):\n{tail}")
         (venv / COMPLETE).write_text(requirements.read_text())
     return python_of(venv)

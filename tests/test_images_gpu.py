@@ -4,6 +4,9 @@ NumPy reference), and the import of the CUDA build inside it. Downloads many GB;
 it printed and how to run it:
 
     LSTM_BENCH_GPU_IMAGES=1 LSTM_BENCH_IMAGE_FIGURES=gpu.json python -m pytest -m gpu_images tests/test_images_gpu.py
+
+LSTM_BENCH_GPU_IMAGES=torch,keras-torch builds only those images (a framework name, or name-variant), and the
+project images they start FROM.
 """
 
 from __future__ import annotations
@@ -17,12 +20,22 @@ import pytest
 from tests.image_tiers import Measured, all_images, build_all, make_python_base, not_buildable_here, run_tiny_cell
 from tests.test_images_cpu import assert_cell_matches_numpy
 
+_WANTED = os.environ.get("LSTM_BENCH_GPU_IMAGES", "").strip()
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.gpu_images,
-    pytest.mark.skipif(os.environ.get("LSTM_BENCH_GPU_IMAGES") != "1",
+    pytest.mark.skipif(not _WANTED or _WANTED == "0",
                        reason="opt-in: LSTM_BENCH_GPU_IMAGES=1 builds every GPU image (many GB of wheels)"),
 ]
+
+
+def selected() -> set[str] | None:
+    """Framework names to build: LSTM_BENCH_GPU_IMAGES=1 (or all) for every one, else a comma list of names."""
+    return None if _WANTED in ("1", "all") else {w.strip() for w in _WANTED.split(",") if w.strip()}
+
+
+def _chosen(chosen: set[str] | None, name: str, variant: str | None) -> bool:
+    return chosen is None or name in chosen or (variant is not None and f"{name}-{variant}" in chosen)
 
 # Proof that the image holds the CUDA build, without a GPU: the framework's own build information.
 CUDA_PROBE = {
@@ -44,7 +57,8 @@ MXNET_LDD = ("lib=/usr/local/lib/python3.11/site-packages/mxnet/libmxnet.so; ldd
 def gpu_images(docker_client: Any) -> tuple[dict[str, Measured | str], dict[str, str]]:
     make_python_base()
     skipped = not_buildable_here(docker_client)
-    keys = [k for k in all_images() if k[0] not in skipped]
+    chosen = selected()
+    keys = [k for k in all_images() if k[0] not in skipped and _chosen(chosen, *k)]
     return build_all(docker_client, "gpu", keys), skipped
 
 
@@ -54,6 +68,9 @@ def test_gpu_image_builds_runs_a_cpu_cell_and_holds_the_cuda_build(gpu_images: A
     built, skipped = gpu_images
     if name in skipped:
         pytest.skip(f"{name}: {skipped[name]}")
+    chosen = selected()
+    if not _chosen(chosen, name, variant):
+        pytest.skip(f"{name}: not in LSTM_BENCH_GPU_IMAGES={_WANTED}")
     key = f"{name}-{variant}" if variant else name
     assert isinstance(built[key], Measured), f"{key}: build failed:\n{built[key]}"
     record = run_tiny_cell(tmp_path, name, variant, "gpu")
