@@ -29,7 +29,7 @@ from tests.workload_helpers import (
 
 # The tiny CPU cell and the GPU-less check of every framework: tests/test_workloads_discovered.py. The precision
 # tests below know each framework's own switches, so they name their frameworks.
-CASES = [("torch", None), ("jax", None), ("keras", "tensorflow"), ("keras", "jax"), ("keras", "torch")]
+CASES = [("torch", None), ("jax", None), ("keras", "tensorflow"), ("keras", "jax"), ("keras", "torch"), ("flax", None)]
 IDS = [f"{n}-{v}" if v else n for n, v in CASES]
 
 
@@ -162,10 +162,16 @@ def test_fp32_cell_sets_and_reads_back_fp32(name: str, variant: str | None, tmp_
     assert switches["NVIDIA_TF32_OVERRIDE"] == "0"
     if name == "torch" or variant == "torch":
         assert {v for k, v in switches.items() if k.endswith("fp32_precision")} == {"ieee"}, switches
-    if name == "jax":
+    if name in ("jax", "flax"):  # read from the traced step, not from the config alone
         assert switches["dot_general"] and all(d.endswith(":HIGHEST") for d in switches["dot_general"]), switches
+        assert switches["jax_default_matmul_precision"] == "highest"
     if name == "keras":
         assert switches["lstm_dtype_policy"] == "float32" and switches["lstm_output_dtype"] == "float32"
+
+
+def test_flax_refuses_bf16_with_its_reason(tmp_path: Path) -> None:
+    doc = _run("flax", None, tmp_path, precision="bf16")
+    assert doc["status"] == "unsupported" and "not bf16" in doc["message"], doc["message"]
 
 
 @pytest.mark.parametrize(("name", "variant", "impl"), BF16_CASES, ids=BF16_IDS)

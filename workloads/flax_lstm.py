@@ -17,6 +17,7 @@ import os
 # makes an OOM depend on that fraction rather than on the model.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -30,6 +31,8 @@ from flax import linen as nn
 from workloads import harness
 
 IMPLS = {"optimized": nn.OptimizedLSTMCell, "cell": nn.LSTMCell}
+# jax_default_matmul_precision per precision. bf16 (Flax's modules with dtype=bfloat16) is not offered yet.
+MATMUL_PRECISION = {"fp32": "highest", "tf32": "tensorfloat32"}
 GATES = harness.GATE_ORDER  # i, f, g, o: Flax names its per-gate layers i<gate> (input) and h<gate> (hidden)
 
 
@@ -61,6 +64,20 @@ def train_step(params: Any, tokens: jax.Array, labels: jax.Array, model: Model, 
     return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), loss
 
 
+def dot_products(jaxpr: Any) -> Iterator[str]:
+    """Each dot_general of a traced step (the LSTM's scan body included) as "<operand dtypes>:<precision>"."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            precision = eqn.params.get("precision")
+            first = precision[0] if isinstance(precision, tuple) else precision
+            yield f"{'x'.join(str(v.aval.dtype) for v in eqn.invars)}:{getattr(first, 'name', first)}"
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from dot_products(inner)
+
+
 def flax_params(w: harness.Weights) -> dict[str, Any]:
     """The canonical weights in Flax's layout: per-gate kernels [in, H], the bias on the hidden projection."""
     h = w.recurrent_kernel.shape[0]
@@ -87,8 +104,6 @@ class FlaxLSTM(harness.Framework):
         if impl not in IMPLS:
             raise harness.Unsupported(f"flax workload offers impl {', '.join(IMPLS)}, not {p.impl!r}")
         self.impl_used = impl
-        # Same FP32 arithmetic everywhere (XLA would otherwise use TF32 matmuls on Ampere and later GPUs).
-        jax.config.update("jax_default_matmul_precision", "highest")
         if p.device == "cpu":
             jax.config.update("jax_platforms", "cpu")  # backends start lazily, so this still hides any GPU
             self.device = jax.devices("cpu")[0]
@@ -100,6 +115,28 @@ class FlaxLSTM(harness.Framework):
         except RuntimeError as exc:
             versions = f"flax {flax.__version__} (jax {jax.__version__})"
             raise harness.Unsupported(f"{versions} sees no usable GPU: {exc}") from exc
+
+    def set_precision(self) -> None:
+        p = self.params
+        if p.precision not in MATMUL_PRECISION:
+            raise harness.Unsupported(f"flax workload offers {', '.join(MATMUL_PRECISION)}, not {p.precision} "
+                                      "(Flax's bfloat16 modules are not wired in)")
+        if p.precision == "tf32":
+            cc = float(getattr(self.device, "compute_capability", "0") or 0)
+            if cc < 8.0:
+                raise harness.Unsupported(f"TF32 needs compute capability 8.0 or later; this device is {cc}")
+        # Explicitly: XLA would otherwise use TF32 matmuls on Ampere and later GPUs.
+        jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[p.precision])
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        """The traced training step's matrix products: operand dtypes and the precision each was traced with."""
+        tokens, labels = self._probe_batch
+        traced = jax.make_jaxpr(jax.value_and_grad(loss_fn), static_argnums=1)(self.state, self.model, tokens, labels)
+        dots = sorted(set(dot_products(traced.jaxpr)))
+        bf16 = bool(dots) and all(d.startswith("bfloat16") for d in dots)
+        tf32 = any(d.startswith("float32x") and not d.endswith(":HIGHEST") for d in dots)
+        return harness.mode_from(tf32=tf32, bf16=bf16), {
+            "dot_general": dots, "jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
 
     def build(self, weights: harness.Weights) -> None:
         p = self.params
@@ -116,7 +153,9 @@ class FlaxLSTM(harness.Framework):
         return sum(int(a.size) for a in jax.tree_util.tree_leaves(self.state))
 
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
-        return jax.device_put(tokens, self.device), jax.device_put(labels, self.device)
+        batch = jax.device_put(tokens, self.device), jax.device_put(labels, self.device)
+        self._probe_batch = getattr(self, "_probe_batch", batch)
+        return batch
 
     def step(self, batch: Any) -> Any:
         self.state, loss = train_step(self.state, *batch, model=self.model, lr=self.params.lr)
