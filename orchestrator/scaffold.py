@@ -121,10 +121,29 @@ class {cls}(harness.Framework):
         Why: a cell that cannot run must say why ("unsupported"), not crash or quietly run on the CPU. Check
         self.params.device ("cpu" or "gpu") for real (ask the framework for a GPU; check the wheel has kernels
         for it); check self.params.impl against the impls in framework.yaml ("default" = the first) and set
-        self.impl_used to the path that will really run (it becomes the record's impl). Set every precision
-        switch explicitly here (FP32, TF32 off) so every GPU generation does the same arithmetic.
+        self.impl_used to the path that will really run (it becomes the record's impl).
         """
         raise {todo("check_device")}
+
+    def set_precision(self) -> None:
+        """Set, explicitly, every switch that decides the arithmetic of self.params.precision (called after
+        check_device, before build): "fp32" (true FP32: TF32 off), "tf32", "bf16" (the framework's idiomatic mixed
+        precision). Raise harness.Unsupported(reason) for a precision this framework or device cannot run.
+
+        Why: defaults differ between frameworks and GPU generations (TF32 is on by default in some); a number is
+        only comparable when every framework did the arithmetic its label says. The switches per framework are in
+        docs/adding-a-framework.md ("Precision").
+        """
+        raise {todo("set_precision")}
+
+    def precision_readback(self) -> tuple[str, dict[str, Any]]:
+        """(the mode the framework reports it ran: "fp32", "tf32" or "bf16"; the raw switches and dtypes read),
+        read back from the framework after the timed steps, never copied from self.params.
+
+        Why: a cell whose read-back differs from the request is invalid-output, so a switch that did not take
+        cannot label a number with the wrong precision.
+        """
+        raise {todo("precision_readback")}
 
     def build(self, weights: harness.Weights) -> None:
         """Build the model and optimizer from `weights` (NumPy float32, canonical layout), on the device.
