@@ -83,10 +83,12 @@ def test_tail_is_appended_only_to_a_dockerfile_without_entrypoint(project: Path)
 
 def test_parents_come_first_and_keras_variants_find_their_backend() -> None:
     fws = discover(ROOT / "images")
-    wanted = [("keras", v) for v in ("torch", "jax", "tensorflow")] + [("pytensor", None), ("keras-theano", None)]
+    wanted = [("keras", v) for v in ("torch", "jax", "tensorflow")] + [("pytensor", None), ("keras-theano", None),
+                                                                        ("flax", None)]
     order = [(r.framework.name, r.variant) for r in build_order(ROOT, fws, wanted, "cpu", {})]
     for child, parent in [(("keras", "torch"), ("torch", None)), (("keras", "jax"), ("jax", None)),
                           (("keras", "tensorflow"), ("tensorflow", None)), (("pytensor", None), ("jax", None)),
+                          (("flax", None), ("jax", None)),
                           (("keras-theano", None), ("theano", None))]:
         assert order.index(parent) < order.index(child), order
     assert order.count(("jax", None)) == 1  # a shared parent is built once
