@@ -46,6 +46,7 @@ CUDA_PROBE = {
     "tensorflow": "import tensorflow as tf; v = tf.sysconfig.get_build_info()['cuda_version']; assert v; print(v)",
     "jax": "import importlib.metadata as m; print('plugin', m.version('jax-cuda12-plugin'))",
     "pytensor": "import importlib.metadata as m; print('plugin', m.version('jax-cuda12-plugin'))",
+    "flax": "import importlib.metadata as m; print('plugin', m.version('jax-cuda12-plugin'))",
     "keras": "import importlib.metadata as m, os; b = os.environ['KERAS_BACKEND']; print(b, m.version("
              "{'torch': 'nvidia-cudnn-cu13', 'jax': 'jax-cuda12-plugin', 'tensorflow': 'nvidia-cudnn-cu12'}[b]))",
     "theano": "import pygpu, ctypes; ctypes.CDLL('libnvrtc.so'); ctypes.CDLL('libcublas.so'); print(pygpu.__version__)",
