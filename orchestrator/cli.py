@@ -277,7 +277,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
     finally:
         store.close()
 
-    records = store.records(run_id)
+    records = store.summaries(run_id)
     if records:
         console.print(summary_table(records))
     if not args.no_report and records:
@@ -294,7 +294,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
 def environment_facts(store: Any, run_id: str) -> dict[str, Any]:
     """Per image: its tag and id, and the versions the workload reported from inside it."""
     facts: dict[str, Any] = {}
-    for r in store.records(run_id):
+    for r in store.summaries(run_id):
         key = f"{r.framework}:{r.variant}" if r.variant else r.framework
         entry = facts.setdefault(key, {"image": r.image, "versions": None, "device": None})
         if r.workload and entry["versions"] is None:
@@ -352,7 +352,7 @@ def pin_images(store: Any, run_id: str, manifest: dict[str, Any], resume: bool) 
     def check(envs: dict[tuple[str, str | None], Any]) -> None:
         pinned: dict[str, Any] = manifest.setdefault("images", {})
         if resume:
-            measured = {r.framework for r in store.records(run_id) if r.status is not Status.BUILD_FAILED}
+            measured = {r.framework for r in store.summaries(run_id) if r.status is not Status.BUILD_FAILED}
             for (framework, variant), env in envs.items():
                 name = f"{framework}:{variant}" if variant else framework
                 then, now = pinned.get(name), environment_identity(env)

@@ -25,7 +25,7 @@ from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
 from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcome, Runner, io_dir
 from orchestrator.scheduler import run_on_slots
-from orchestrator.store import RunStore, describe_error, remove_tree, write_atomic, write_json
+from orchestrator.store import RunStore, describe_error, remove_tree, slim, write_atomic, write_json
 from orchestrator.workload_result import WorkloadResult
 
 # Errors of the run directory's storage, not of one cell: they stop the run (cli.py says so in one line).
@@ -208,7 +208,8 @@ def execute(
     runs (--resume: refuse an image that changed under cells already measured) and may raise InputError."""
     summary = RunSummary()
     order = [c.cell_id for c in plan.cells]
-    done = store.done_ids(run_id) if resume else set()
+    # The records are the truth: the index gets what a crash between a record and its line left out.
+    done = set(store.reconcile(run_id, order).ids) if resume else set()
     todo = [c for c in plan.cells if c.cell_id not in done]
     summary.skipped_done = len(plan.cells) - len(todo)
     events.cells_planned(len(plan.cells), summary.skipped_done)
@@ -233,13 +234,14 @@ def execute(
         record = run_one(plan, runner, store, run_id, cell, envs[cell.image_key], slot, gpu_settle_c)
         if record is None:
             return
-        store.save(record, order)
+        store.save(record)
         with lock:
-            summary.records.append(record)
+            summary.records.append(slim(record))  # memory bounded by one cell's series, whatever the run's size
         events.cell_finished(record)
         if on_record:
             on_record(record)
 
     # One cell per slot at a time: never two timed cells on one GPU.
     summary.interrupted = run_on_slots(todo, slots, work, stop, runner.abort)
+    store.reconcile(run_id, order)  # once per run, one record at a time: the index in plan order
     return summary

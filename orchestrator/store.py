@@ -2,10 +2,13 @@
 
 RUN/
   manifest.json         run id, host, engine, GPUs, images, build args, versions, git commit, matrix, state
-  results.jsonl         one CellRecord per line, plan order (rewritten atomically after every cell)
+  results.jsonl         the index: one CellRecord per line, derived from the records. A cell's line is appended
+                        (O(1)) once its record.json is on disk; --resume, the end of a run and `report`
+                        reconcile it with the records (a record without a line is added, a line without a
+                        record is dropped with a warning) and rewrite it in plan order, one record at a time
   cells/<cell_id>/      the orchestrator's, never mounted into a container:
     params.json           the cell's parameters (mounted read-only as /params.json)
-    record.json           the truth: the classified CellRecord, written when the cell ended
+    record.json           the truth: the classified CellRecord, written atomically when the cell ended
     log.txt               the tail of the cell's output
     io/                   the workload's only writable place (its /results): result.json and nothing else;
                           read once without trusting it (runners/base.py read_result), then removed
@@ -22,11 +25,14 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
+import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +77,6 @@ class RunStore:
         self.root = root
         self._lock_fd: int | None = None
         self._write_lock = threading.Lock()
-        self._saved: dict[str, CellRecord] | None = None  # records on disk, read once, then kept current
 
     # ------------------------------------------------------------------ opening
     def open_for_run(self) -> None:
@@ -104,6 +109,24 @@ class RunStore:
         os.write(fd, f"pid {os.getpid()}".encode())
         self._lock_fd = fd
 
+    @contextlib.contextmanager
+    def lock_if_free(self) -> Iterator[bool]:
+        """The run lock when no run holds it (True), else nothing (False): for a reader that may also write."""
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -121,43 +144,96 @@ class RunStore:
         (d / IO_DIR).mkdir(parents=True)
         return d
 
-    def save(self, record: CellRecord, order: list[str]) -> None:
-        """Persist one finished cell, then refresh results.jsonl in plan order."""
+    def save(self, record: CellRecord) -> None:
+        """Persist one finished cell: its record (the truth), then its index line, appended. O(1) per cell: a crash
+        between the two leaves a record without a line, which the next reconcile adds."""
         with self._write_lock:
             write_atomic(self.cell_dir(record.cell_id) / RECORD, record.model_dump_json(indent=1) + "\n")
-            if self._saved is None:
-                self._saved = {r.cell_id: r for r in self.records(record.run_id)}
-            self._saved[record.cell_id] = record
-            self._rewrite_jsonl(order)
+            crash_point("record")
+            append_line(self.root / RESULTS, record.to_json_line())
+            crash_point("index")
 
-    def _rewrite_jsonl(self, order: list[str]) -> None:
-        records = list(self._saved.values()) if self._saved is not None else self.records()
-        rank = {cid: i for i, cid in enumerate(order)}
-        records.sort(key=lambda r: (rank.get(r.cell_id, len(rank)), r.cell_id))
-        write_atomic(self.root / RESULTS, "".join(r.to_json_line() for r in records))
+    def reconcile(
+        self, run_id: str | None, order: list[str] | None = None, write: bool = True,
+        each: Callable[[CellRecord], None] | None = None,
+    ) -> Reconciled:
+        """Rebuild the index from the records, one record in memory at a time.
 
-    def done_ids(self, run_id: str) -> set[str]:
-        return {r.cell_id for r in self.records(run_id)}
+        Records go in `order` (the plan's), else in the index's order; any other record after them by name.
+        `each` sees every record kept. With `write`, results.jsonl is replaced atomically by the rebuilt index
+        (a record without a line is added; a line without a readable record of this run is dropped, said so).
+        """
+        out = Reconciled()
+        listed = index_heads(self.root / RESULTS, out.warnings)
+        ranked = order if order is not None else list(dict.fromkeys(cid for _, cid in listed))
+        rank = {cid: i for i, cid in enumerate(ranked)}
+        cells = self.root / CELLS
+        present = [p.name for p in cells.iterdir() if (p / RECORD).is_file()] if cells.is_dir() else []
+        names = sorted(present, key=lambda n: (rank.get(n, len(rank)), n))
+        tmp = None
+        if write:
+            fd, tmp = tempfile.mkstemp(prefix=f".{RESULTS}.", suffix=".tmp", dir=self.root)
+            sink = os.fdopen(fd, "w")
+        try:
+            for name in names:
+                record, problem = self.read_record(name, run_id)
+                if problem is not None:
+                    out.warnings.append(problem)
+                if record is None:
+                    continue
+                out.ids.append(record.cell_id)
+                if write:
+                    sink.write(record.to_json_line())
+                if each is not None:
+                    each(record)
+                del record  # one record in memory at a time
+            kept = set(out.ids)
+            for n, cid in listed:
+                if cid not in kept:
+                    out.warnings.append(f"{RESULTS} line {n} ({cid}) has no readable {CELLS}/{cid}/{RECORD} of this "
+                                        "run; dropped from the index")
+            if write:
+                sink.flush()
+                os.fsync(sink.fileno())
+                sink.close()
+                crash_point("reconciled")
+                os.replace(tmp, self.root / RESULTS)
+                tmp = None
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    sink.close()
+                    os.unlink(tmp)
+        return out
+
+    def read_record(self, name: str, run_id: str | None) -> tuple[CellRecord | None, str | None]:
+        """cells/<name>/record.json, or None and one line saying why it was left out."""
+        where = f"{CELLS}/{name}/{RECORD}"
+        try:
+            record = CellRecord.model_validate_json(read_capped(self.cell_dir(name) / RECORD))
+        except (OSError, ValidationError, ValueError) as exc:
+            return None, f"{where} is unreadable and was left out: {describe_error(exc)}"
+        if run_id is not None and record.run_id != run_id:
+            return None, f"{where} belongs to run {record.run_id!r}, not this one; left out"
+        if record.cell_id != name:
+            return None, f"{where} is the record of {record.cell_id!r}, not of this cell; left out"
+        return record, None
 
     def records(self, run_id: str | None = None) -> list[CellRecord]:
-        """The readable cell records (of `run_id` when given); see `scan_records` for what was left out."""
+        """The readable cell records (of `run_id` when given), whole: for small runs and tests."""
         return self.scan_records(run_id)[0]
+
+    def summaries(self, run_id: str | None = None) -> list[CellRecord]:
+        """The readable cell records without their per-batch series: what a summary needs, bounded in memory."""
+        out: list[CellRecord] = []
+        self.reconcile(run_id, write=False, each=lambda r: out.append(slim(r)))
+        return out
 
     def scan_records(self, run_id: str | None = None) -> tuple[list[CellRecord], list[str]]:
         """Cell records in cell order, and one line per record file that was unreadable or of another run."""
-        out, problems = [], []
-        for path in sorted((self.root / CELLS).glob(f"*/{RECORD}")):
-            where = f"{CELLS}/{path.parent.name}/{RECORD}"
-            try:
-                record = CellRecord.model_validate_json(read_capped(path))
-            except (OSError, ValidationError, ValueError) as exc:
-                problems.append(f"{where} is unreadable and was left out: {describe_error(exc)}")
-                continue
-            if run_id is not None and record.run_id != run_id:
-                problems.append(f"{where} belongs to run {record.run_id!r}, not this one; left out")
-                continue
-            out.append(record)
-        return out, problems
+        out: list[CellRecord] = []
+        found = self.reconcile(run_id, write=False, each=out.append)
+        return out, [w for w in found.warnings if not w.startswith(RESULTS)]
 
     # ------------------------------------------------------------------ manifest
     def read_manifest(self) -> dict[str, Any]:
@@ -254,8 +330,85 @@ def remove_tree(path: Path) -> None:
     os.rmdir(path)
 
 
-def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open() as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+@dataclass
+class Reconciled:
+    ids: list[str] = field(default_factory=list)  # the cells with a readable record of this run, index order
+    warnings: list[str] = field(default_factory=list)
+
+
+def slim(record: CellRecord) -> CellRecord:
+    """The record without its per-batch series (times, losses): a summary of it, small whatever the cell ran."""
+    if record.workload is None:
+        return record
+    return record.model_copy(update={"workload": record.workload.model_copy(update={"times_ms": [], "losses": []})})
+
+
+def append_line(path: Path, line: str) -> None:
+    """One line appended and on disk: O_APPEND writes of one process never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        data = line.encode()
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_CELL_ID = re.compile(rb'"cell_id":\s*"([A-Za-z0-9_.+-]{1,200})"')
+_HEAD = 4096  # a line's cell_id is in its first fields (CellRecord's order)
+_CHUNK = 1 << 20
+
+
+def index_heads(path: Path, warnings: list[str]) -> list[tuple[int, str]]:
+    """(line number, cell_id) of each index line, read in bounded chunks (a line may be 30 MB, or 1 GiB of
+    garbage); a line without a cell id, or torn by a crash, is a warning."""
+    out: list[tuple[int, str]] = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
+        warnings.append(f"{RESULTS} is unreadable ({describe_error(exc)}); rebuilt from the cell records")
+        return out
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            warnings.append(f"{RESULTS} is not a regular file; rebuilt from the cell records")
+            return out
+        n, head, blank = 1, b"", True
+
+        def finish(torn: bool) -> None:
+            match = _CELL_ID.search(head)
+            if blank:
+                return
+            if match is None or torn:
+                what = "torn (cut off by a crash)" if torn else "not a cell record"
+                warnings.append(f"{RESULTS} line {n} is {what}; rebuilt from the cell records")
+            else:
+                out.append((n, match.group(1).decode()))
+
+        while chunk := f.read(_CHUNK):
+            start = 0
+            while (nl := chunk.find(b"\n", start)) >= 0:
+                if len(head) < _HEAD:
+                    head += chunk[start:nl][: _HEAD - len(head)]
+                blank = blank and not chunk[start:nl].strip()
+                finish(False)
+                n, head, blank = n + 1, b"", True
+                start = nl + 1
+            rest = chunk[start:]
+            if len(head) < _HEAD:
+                head += rest[: _HEAD - len(head)]
+            blank = blank and not rest.strip()
+        finish(True)
+    return out
+
+
+CRASH_AT = "LSTM_BENCH_CRASH_AT"  # test hook (tests/test_crash.py): SIGKILL this process at a named point
+
+
+def crash_point(name: str) -> None:
+    """Tests prove crash consistency by dying exactly here: `LSTM_BENCH_CRASH_AT=record` kills the orchestrator
+    right after a cell's record is on disk, before its index line."""
+    if os.environ.get(CRASH_AT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -61,6 +61,9 @@ def derived_run(src: Path, dst: Path, replace: dict[str, CellRecord] | None = No
     shutil.copytree(src, dst)
     store = RunStore(dst)
     records = [(replace or {}).get(r.cell_id, r) for r in load_run(dst).records] + list(extra or [])
+    for old, new in (replace or {}).items():
+        if new.cell_id != old:  # the records are the run's truth: a replaced cell's own record goes
+            shutil.rmtree(dst / "cells" / old)
     for rec in records:
         (dst / "cells" / rec.cell_id).mkdir(parents=True, exist_ok=True)
         (dst / "cells" / rec.cell_id / "record.json").write_text(rec.model_dump_json(indent=1))

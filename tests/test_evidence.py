@@ -186,30 +186,43 @@ def tampered(hostile_run: tuple[Path, Any], tmp_path: Path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("case", ["manifest-list", "jsonl-not-utf8", "jsonl-huge-number", "jsonl-not-json"])
-def test_report_and_compare_on_a_tampered_run_dir_exit_2_naming_the_file(
+def test_report_and_compare_on_a_run_dir_with_a_bad_manifest_exit_2_naming_it(
+    hostile_run: tuple[Path, Any], tmp_path: Path
+) -> None:
+    run = tampered(hostile_run, tmp_path)
+    (run / "manifest.json").write_text("[1, 2]\n")
+    for args in (["report", str(run)], ["compare", str(run), str(run)]):
+        proc = run_cli(args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "manifest.json" in one_line(proc.stderr)
+
+
+@pytest.mark.parametrize("case", ["jsonl-not-utf8", "jsonl-not-json", "record-huge-number"])
+def test_a_tampered_index_or_record_is_a_warning_and_the_records_stay_the_truth(
     case: str, hostile_run: tuple[Path, Any], tmp_path: Path
 ) -> None:
     run = tampered(hostile_run, tmp_path)
     jsonl = run / "results.jsonl"
-    if case == "manifest-list":
-        (run / "manifest.json").write_text("[1, 2]\n")
-        named = "manifest.json"
-    elif case == "jsonl-not-utf8":
+    cells = sorted(p.parent.name for p in (run / "cells").glob("*/record.json"))
+    if case == "jsonl-not-utf8":
         jsonl.write_bytes(jsonl.read_bytes() + b"\xff\xfe\n")
         named = "results.jsonl"
-    elif case == "jsonl-huge-number":
-        first = json.loads(jsonl.read_text().splitlines()[0])
-        first["workload"]["times_ms"] = [1e308, 1e308]
-        jsonl.write_text(json.dumps(first) + "\n")
-        named = "results.jsonl"
-    else:
+    elif case == "jsonl-not-json":
         jsonl.write_text("{not json\n")
         named = "results.jsonl"
-    for args in (["report", str(run)], ["compare", str(run), str(run)]):
-        proc = run_cli(args)
-        assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert named in one_line(proc.stderr)
+    else:
+        record = run / "cells" / "chaos-ok-h16-r0" / "record.json"
+        doc = json.loads(record.read_text())
+        doc["workload"]["times_ms"] = [1e308, 1e308]
+        record.write_text(json.dumps(doc))
+        cells.remove("chaos-ok-h16-r0")
+        named = "chaos-ok-h16-r0/record.json"
+    proc = run_cli(["report", str(run)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((run / "report.json").read_text())
+    assert sorted(c for g in doc["cells"] for c in g["cells"]) == cells
+    assert any(named in w for w in doc["warnings"]), doc["warnings"]
+    assert sorted(json.loads(line)["cell_id"] for line in jsonl.read_text().splitlines()) == cells
 
 
 def test_an_unreadable_record_is_a_warning_not_silently_dropped(hostile_run: tuple[Path, Any], tmp_path: Path) -> None:
@@ -229,6 +242,7 @@ def test_records_of_another_run_are_not_loaded(hostile_run: tuple[Path, Any], tm
     stranger = json.loads(lines[0])
     stranger["run_id"] = "someone-else"
     jsonl.write_text("\n".join([json.dumps(stranger), *lines[1:]]) + "\n")
+    (run / "cells" / stranger["cell_id"] / "record.json").write_text(json.dumps(stranger))  # the truth
     proc = run_cli(["report", str(run)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((run / "report.json").read_text())

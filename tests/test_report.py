@@ -186,15 +186,23 @@ def test_overlapping_intervals_are_flagged_as_unrankable(real_run: Path, tmp_pat
     assert md.count("this run cannot rank them") == len(records)
 
 
-def test_a_bad_results_line_is_an_input_error(real_run: Path, tmp_path: Path) -> None:
-    from orchestrator.errors import InputError
-
+def test_the_records_are_the_truth_and_the_index_is_reconciled(real_run: Path, tmp_path: Path) -> None:
+    """results.jsonl is derived: a line without a record is dropped with a warning, a record without a line is
+    added back, a garbage line is named; the report and the rewritten index hold exactly the records."""
     run = derived_run(real_run, tmp_path / "run")
-    with (run / "results.jsonl").open("a") as f:
-        f.write('{"not": "a record"}\n')
-    n = len((run / "results.jsonl").read_text().splitlines())
-    with pytest.raises(InputError, match=rf"results.jsonl:{n}: "):
-        render(run)
+    jsonl = run / "results.jsonl"
+    lines = jsonl.read_text().splitlines()
+    ghost = json.loads(lines[0]) | {"cell_id": "ghost-h8-r0"}
+    jsonl.write_text("\n".join([*lines[1:], json.dumps(ghost), '{"not": "a record"}']) + "\n")
+    render(run)
+    warnings = json.loads((run / "report.json").read_text())["warnings"]
+    assert any("ghost-h8-r0" in w and "dropped" in w for w in warnings)
+    assert any("line 3 is not a cell record" in w for w in warnings)
+    records = {r.cell_id for r in load_run(run).records}
+    assert records == {p.parent.name for p in (run / "cells").glob("*/record.json")}
+    assert set(pd.read_csv(run / "results.csv")["cell_id"]) == records
+    indexed = [json.loads(line)["cell_id"] for line in jsonl.read_text().splitlines()]
+    assert sorted(indexed) == sorted(records)
 
 
 def test_not_a_run_dir_is_an_input_error(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Reading a run directory: its manifest and cell records (results.jsonl, or cells/*/record.json)."""
+"""Reading a run directory: its manifest and its cell records (cells/*/record.json, in results.jsonl's order)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from orchestrator.errors import InputError
 from orchestrator.results import CellRecord
-from orchestrator.store import MANIFEST, RESULTS, describe_error, open_existing, read_capped
+from orchestrator.store import MANIFEST, RESULTS, describe_error, open_existing
 
 # Manifest keys the report reads, and the JSON type each must have when present.
 _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -30,38 +28,29 @@ class LoadedRun:
 
 
 def load_run(run_dir: Path) -> LoadedRun:
-    """The manifest and records of a run directory; results.jsonl (plan order) wins over the per-cell files.
+    """The manifest and the cell records of a run directory, in the index's (plan) order.
 
-    A run directory is untrusted input: anything malformed in the manifest or results.jsonl is an InputError
-    naming the file (and line); an unreadable cells/*/record.json, or a record of another run, is left out
-    and said so in `warnings`.
+    The records (cells/*/record.json) are the truth; results.jsonl is their index, reconciled here and rewritten
+    when no run holds the directory (a record without a line is added; a line without a record is dropped and
+    said so in `warnings`). Records are read one at a time. A run directory is untrusted input: a malformed
+    manifest is an InputError naming the file; an unreadable record, or one of another run, is left out and said
+    so in `warnings`.
     """
     store = open_existing(run_dir)
     manifest = store.read_manifest()
     check_manifest(manifest, run_dir / MANIFEST)
     run_id = manifest.get("run_id")
-    per_cell, warnings = store.scan_records(run_id)
-    jsonl = run_dir / RESULTS
-    if not jsonl.is_file():
-        return LoadedRun(run_dir, manifest, tuple(per_cell), tuple(warnings))
-    try:
-        text = read_capped(jsonl)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{jsonl}: unreadable: {describe_error(exc)}") from None
     records: list[CellRecord] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    with store.lock_if_free() as free:
         try:
-            record = CellRecord.model_validate_json(line)
-        except (ValidationError, ValueError) as exc:
-            raise InputError(f"{jsonl}:{n}: not a cell record: {describe_error(exc)}") from None
-        if run_id is not None and record.run_id != run_id:
-            warnings.append(f"{RESULTS} line {n} ({record.cell_id}) belongs to run {record.run_id!r}, not this one; "
-                            "left out")
-            continue
-        records.append(record)
-    return LoadedRun(run_dir, manifest, tuple(records), tuple(warnings))
+            found = store.reconcile(run_id, write=free, each=records.append)
+        except OSError as exc:  # a read-only copy of a run: its index stays as it is
+            if not free:
+                raise
+            records.clear()
+            found = store.reconcile(run_id, write=False, each=records.append)
+            found.warnings.append(f"{RESULTS} could not be rewritten: {describe_error(exc)}")
+    return LoadedRun(run_dir, manifest, tuple(records), tuple(found.warnings))
 
 
 def check_manifest(manifest: dict[str, Any], path: Path) -> None:
