@@ -402,13 +402,17 @@ def cmd_compare(argv: list[str], console: Console) -> int:
 def cmd_clean(argv: list[str], console: Console) -> int:
     p = _Parser(
         prog="python -m orchestrator clean",
-        description="Remove every container this project started and a killed run left behind.",
+        description="Remove every container, and kill every local-runner process, that a killed run left behind.",
     )
     p.parse_args(argv)
     from orchestrator.runners.docker import connect, remove_orphans
+    from orchestrator.runners.local import kill_orphans
+
+    killed = kill_orphans()
 
     removed = remove_orphans(connect())
     console.print(f"removed {removed} container(s)")
+    console.print(f"killed {killed} local process(es)")
     return EXIT_OK
 
 

@@ -32,7 +32,7 @@ MAX_ITERS = MAX_TIMES // 2
 MAX_MATRIX_BYTES = 1 << 20
 # Aliases let a tiny YAML document describe a huge tree ("billion laughs"); we refuse past this many nodes.
 MAX_NODES = 20_000
-MEMORY_RE = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
+MEMORY_RE = re.compile(r"^(auto|[1-9][0-9]{0,15}[bkmg]?)$", re.IGNORECASE)
 # Keys `--set` may override: every scalar of the schema.
 SCALAR_KEYS = (
     "batch",
@@ -48,6 +48,7 @@ SCALAR_KEYS = (
     "timeout_s",
     "build_timeout_s",
     "memory",
+    "results_max_mb",
     "pids_limit",
     "data_batches",
     "name",
@@ -109,7 +110,8 @@ class Matrix(BaseModel):
     repeats: PositiveInt = 1
     timeout_s: PositiveFloat = 1800.0
     build_timeout_s: PositiveFloat = 3600.0
-    memory: str = "32g"
+    memory: str = "auto"  # the host's RAM less a reserve (runners/docker.py memory_limit), or a size
+    results_max_mb: int = Field(default=128, ge=1, le=1 << 20)  # the cell's /results cap (runners/quota.py)
     pids_limit: PositiveInt = 4096
     registry: str | None = None
 
@@ -129,7 +131,7 @@ class Matrix(BaseModel):
     @classmethod
     def _memory(cls, value: str) -> str:
         if not MEMORY_RE.match(value):
-            raise ValueError("expected a size like 512m or 16g")
+            raise ValueError("expected auto or a size like 512m or 16g")
         return value.lower()
 
     @field_validator("hidden", "gpus", "impls", "precision")

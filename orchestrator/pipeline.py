@@ -24,6 +24,7 @@ from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
 from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcome, Runner, io_dir
+from orchestrator.runners.quota import Watch, usage
 from orchestrator.scheduler import run_on_slots
 from orchestrator.store import RunStore, describe_error, remove_tree, slim, write_atomic, write_json
 from orchestrator.workload_result import WorkloadResult
@@ -171,6 +172,9 @@ def _run_one(
     cell_dir = store.fresh_cell_dir(cell.cell_id)
     write_json(cell_dir / PARAMS_FILE, params)
     sampling = CellSampling(matrix.device, slot) if getattr(runner, "host_sampling", False) is True else None
+    cap = matrix.results_max_mb << 20
+    stop_cell = getattr(runner, "stop_cell", None)  # runners whose cells write io/ on this host watch its size
+    quota = Watch(io_dir(cell_dir), cap, lambda: stop_cell(cell.cell_id)) if callable(stop_cell) else None
     try:
         if sampling is not None and gpu_settle_c is not None:
             sampling.settle(gpu_settle_c)
@@ -179,17 +183,25 @@ def _run_one(
     finally:
         if sampling is not None:
             sampling.stop()
+        if quota is not None:
+            quota.stop()
     if outcome.error == "aborted":
         return None
+    used = usage(io_dir(cell_dir))
+    # Read once (the outcome holds the result); what the workload left goes before the orchestrator writes anything,
+    # so a cell that filled the disk costs this cell, not the run.
+    remove_tree(io_dir(cell_dir))
     write_atomic(cell_dir / LOG_FILE, outcome.log_tail)  # the output's tail, for every cell, ok ones too
+    over = quota.seen if quota is not None and quota.seen is not None else used
+    if over.over(cap):
+        return record_for(cell, label, run_id, matrix.device, slot, env, Status.INVALID_OUTPUT, over.describe(cap),
+                          outcome.duration_s, outcome, None, started_at, params)
     status, reason, workload = classify(outcome, matrix.timeout_s, params)
     machine = sampling.finish(workload, cell_dir) if sampling is not None else None
-    record = record_for(
+    return record_for(
         cell, label, run_id, matrix.device, slot, env, status, reason, outcome.duration_s, outcome, workload,
         started_at, params, machine,
     )
-    remove_tree(io_dir(cell_dir))  # read once; what the workload left is not kept
-    return record
 
 
 def execute(

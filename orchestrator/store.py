@@ -80,20 +80,13 @@ class RunStore:
 
     # ------------------------------------------------------------------ opening
     def open_for_run(self) -> None:
-        """Create the directory, prove it writable with room to spare, and take the lock."""
+        """Create the directory, take the lock, remove what an interrupted cell left in its io/ (it may have filled
+        the disk), and prove the directory writable with room to spare."""
         try:
             (self.root / CELLS).mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-probe"
-            write_atomic(probe, "x" * 4096)
-            probe.unlink()
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise OrchestrationError(f"output directory {self.root} is not writable: {exc.strerror or exc}") from None
-        free = shutil.disk_usage(self.root).free
-        if free < MIN_FREE_BYTES:
-            raise OrchestrationError(
-                f"output directory {self.root} has only {free >> 20} MiB free; need at least {MIN_FREE_BYTES >> 20} MiB"
-            )
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -105,9 +98,24 @@ class RunStore:
                     "wait for it or choose another --out"
                 ) from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
         self._lock_fd = fd
+        try:
+            for cell in (self.root / CELLS).iterdir():
+                remove_tree(cell / IO_DIR)  # io/ is never kept: any here is an interrupted cell's
+            probe = self.root / ".write-probe"
+            write_atomic(probe, "x" * 4096)
+            probe.unlink()
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}".encode())
+        except OSError as exc:
+            self.close()
+            raise OrchestrationError(f"output directory {self.root} is not writable: {exc.strerror or exc}") from None
+        free = shutil.disk_usage(self.root).free
+        if free < MIN_FREE_BYTES:
+            self.close()
+            raise OrchestrationError(
+                f"output directory {self.root} has only {free >> 20} MiB free; need at least {MIN_FREE_BYTES >> 20} MiB"
+            )
 
     @contextlib.contextmanager
     def lock_if_free(self) -> Iterator[bool]:

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from orchestrator import LABEL_PREFIX, PROJECT_ROOT
-from orchestrator.errors import OrchestrationError
+from orchestrator.errors import InputError, OrchestrationError
 from orchestrator.frameworks import Framework
 from orchestrator.gpus import engine_is_remote
 from orchestrator.images import BuildFailed, ensure_image
@@ -45,6 +45,11 @@ PID_LABEL = f"{LABEL_PREFIX}.pid"
 # Root on the host would mean root in the container; cells then run as this uid and own their io/ directory.
 FALLBACK_UID = 10001
 STOP_GRACE_S = 2
+# The container's log (json-file): the engine's default has no size limit, and a flooding cell would fill the host's
+# disk for up to timeout_s. The orchestrator reads only the last LOG_TAIL_LINES lines anyway.
+LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}}
+# Host memory a default limit leaves to the host (the orchestrator, the engine, the page cache): the larger of these.
+MEMORY_RESERVE = (2 << 30, 8)  # bytes, and 1/8 of the host's RAM
 
 
 def connect(timeout: int = 60) -> Any:
@@ -113,6 +118,7 @@ class DockerRunner:
         # Which image flavour to build: the device's by default; a GPU image's CPU cell (an image test) sets "gpu".
         self.flavour = flavour or device
         self.memory = memory
+        self.memory_limit = memory_limit(memory, host_ram())  # the engine's own RAM once preflight asked it
         self.pids_limit = pids_limit
         self.build_args = dict(build_args or {})
         self.build_timeout_s = build_timeout_s
@@ -135,6 +141,7 @@ class DockerRunner:
                 "Toolkit (then `nvidia-ctk runtime configure --runtime=docker` and restart dockerd), "
                 "or run on CPU with --device cpu"
             )
+        self.memory_limit = memory_limit(self.memory, int(info.get("MemTotal") or 0) or host_ram())
         orphans = remove_orphans(self.client)
         return {
             "engine": "docker",
@@ -145,6 +152,7 @@ class DockerRunner:
             "cgroup_version": info.get("CgroupVersion"),
             "runtimes": sorted((info.get("Runtimes") or {}).keys()),
             "orphans_removed": orphans,
+            "caps": {"memory_bytes": self.memory_limit, "log": LOG_CONFIG["config"]},
             "host_sampling": self.host_sampling
             or f"unavailable: the engine is on another host ({os.environ.get('DOCKER_HOST')})",
         }
@@ -175,7 +183,7 @@ class DockerRunner:
     def container_config(self, cell: Cell, env: Environment, cell_dir: Path, slot: str | None) -> dict[str, Any]:
         import docker
 
-        limit = memory_bytes(self.memory)
+        limit = self.memory_limit
         environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         device_requests = []
         if slot is not None and self.device == "gpu":
@@ -207,6 +215,7 @@ class DockerRunner:
             "network_mode": "none",
             "privileged": False,
             "init": True,
+            "log_config": docker.types.LogConfig(**LOG_CONFIG),
             "device_requests": device_requests,
             "labels": self.labels(cell),
             "detach": True,
@@ -286,6 +295,14 @@ class DockerRunner:
                 cpus = frozenset(parse_cpuset(self.cpusets[slot])) if slot in self.cpusets else None
                 watch(CellProcess(pid, own_cgroup=True, cpus=cpus, cgroup_must_name=container.id))
 
+    def stop_cell(self, cell_id: str) -> None:
+        """Kill one cell's container (its /results went over the cap); the others run on."""
+        with self._lock:
+            container = self._running.get(cell_id)
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.kill()
+
     def abort(self) -> None:
         self._aborted.set()
         with self._lock:
@@ -293,6 +310,25 @@ class DockerRunner:
         for container in running:
             with contextlib.suppress(Exception):
                 container.kill()
+
+
+def host_ram() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_limit(memory: str, host_total: int) -> int:
+    """The container's memory limit. `auto`: the host's RAM less a reserve, so the cell's own limit (host-oom), not
+    the kernel's global OOM killer, stops a cell that floods memory. An explicit size above the host's RAM is
+    refused (one line, exit 2) for the same reason."""
+    reserve = max(MEMORY_RESERVE[0], host_total // MEMORY_RESERVE[1])
+    if memory == "auto":
+        return max(host_total - reserve, 1 << 30)
+    asked = memory_bytes(memory)
+    if host_total > 0 and asked > host_total:
+        raise InputError(f"memory: {memory} is more than the engine host's RAM ({host_total / (1 << 30):.1f} GiB), "
+                         "so the kernel's OOM killer would stop the cell before its own limit; set memory: auto "
+                         f"(RAM less {reserve >> 30} GiB) or a smaller size")
+    return asked
 
 
 def _read_tail(container: Any, tail: LogTail) -> None:

@@ -4,6 +4,12 @@
 requirements, falling back to this interpreter when a framework has none), "current" (this interpreter,
 e.g. on a GPU host whose frameworks are installed already), or a path to a Python.
 No memory limit is applied (RLIMIT_AS breaks frameworks that reserve address space); timeouts are.
+
+Process hygiene: each cell is its own session and process group, started through a shim that asks the kernel to
+SIGKILL it when the orchestrator dies (PR_SET_PDEATHSIG); every process of a cell carries the cell's token in its
+environment. At the cell's end the whole group, and any process with the token (one that left the group), is
+killed whatever the main process did; processes of an orchestrator that was killed are found by the token and
+killed by the next local run's preflight and by `python -m orchestrator clean`.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -51,6 +58,7 @@ class LocalRunner:
     def preflight(self) -> dict[str, Any]:
         return {
             "engine": "local",
+            "orphans_killed": kill_orphans(),
             "python": self.python,
             "host_python": sys.version.split()[0],
             "platform": platform.platform(),
@@ -74,7 +82,12 @@ class LocalRunner:
         return Environment(key, exe, details, None, time.monotonic() - started)
 
     def command(self, env: Environment, framework_module: str, cell_dir: Path) -> list[str]:
+        cell_dir = cell_dir.absolute()  # the workload runs in the project root, not in the caller's directory
         return [
+            sys.executable,
+            "-c",
+            PDEATHSIG_SHIM,
+            str(os.getpid()),
             str(env.ref),
             "-m",
             framework_module,
@@ -94,6 +107,8 @@ class LocalRunner:
             environ["CUDA_VISIBLE_DEVICES"] = slot
         elif self.device == "cpu":
             environ["CUDA_VISIBLE_DEVICES"] = ""
+        token = f"{os.getpid()}:{cell.cell_id}:{secrets.token_hex(4)}"
+        environ[OWNER_ENV] = token  # inherited by every process of the cell: how the cleanups find them
         timed_out = False
         error = None
         exit_code = None
@@ -123,9 +138,12 @@ class LocalRunner:
             _kill_group(proc)
             exit_code = proc.wait()
         finally:
+            # Whatever the main process did: its children (forked, daemonised) end with the cell, so none runs
+            # beside the next cell and none holds the output pipe open.
+            _kill_group(proc)
             if proc.poll() is None:
-                _kill_group(proc)
                 proc.wait()
+            kill_tagged(lambda value: value == token)
             with self._lock:
                 self._procs.pop(cell.cell_id, None)
             reader.join(timeout=5)
@@ -138,12 +156,66 @@ class LocalRunner:
             duration_s=time.monotonic() - started, error=error, **read_result(cell_dir).outcome_fields(),
         )
 
+    def stop_cell(self, cell_id: str) -> None:
+        """Kill one cell's process group (its /results went over the cap); the others run on."""
+        with self._lock:
+            proc = self._procs.get(cell_id)
+        if proc is not None:
+            _kill_group(proc)
+
     def abort(self) -> None:
         self._aborted.set()
         with self._lock:
             procs = list(self._procs.values())
         for proc in procs:
             _kill_group(proc)
+
+
+OWNER_ENV = "LSTM_BENCH_LOCAL_CELL"  # "<orchestrator pid>:<cell id>:<random>"
+# Runs first in the cell's process: SIGKILL when the orchestrator (the thread that started it) dies; if it died
+# already, stop here; then become the workload (exec keeps the death signal).
+PDEATHSIG_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(137)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def kill_tagged(wanted: Any) -> int:
+    """SIGKILL every process of this user whose OWNER_ENV value `wanted(value)` accepts; how many."""
+    killed = 0
+    prefix = f"{OWNER_ENV}=".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read(1 << 20)
+        except OSError:
+            continue
+        value = next((v[len(prefix):] for v in environ.split(b"\0") if v.startswith(prefix)), None)
+        if value is not None and wanted(value.decode(errors="replace")):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+def _owner_dead(value: str) -> bool:
+    try:
+        os.kill(int(value.partition(":")[0]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
+def kill_orphans() -> int:
+    """Kill the cell processes whose orchestrator is gone (SIGKILLed mid-cell); how many."""
+    return kill_tagged(_owner_dead)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
