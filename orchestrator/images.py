@@ -12,18 +12,22 @@ image's id when it is present locally. An unchanged image is found by tag and no
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import io
 import json
+import os
 import re
 import shlex
+import stat
 import tarfile
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from orchestrator import LABEL_PREFIX
 from orchestrator.errors import InputError
@@ -111,28 +115,100 @@ def base_images(instructions: list[Instruction], build_args: dict[str, str]) -> 
     return bases
 
 
-def context_files(root: Path, instructions: list[Instruction], build_args: dict[str, str]) -> list[Path]:
-    """Every file the COPY/ADD lines name, relative to `root`, sorted (the Dockerfile itself is added by the caller)."""
+MAX_CONTEXT_FILES = 100_000
+_CHUNK = 1 << 20
+
+
+def _check(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeoutError(f"{what} passed the build time limit")
+
+
+def _entries(top: Path, deadline: float | None) -> Iterator[tuple[Path, bool]]:
+    """(path, is a directory) of everything under `top`: no link followed, no recursion, within the deadline."""
+    stack = [top]
+    while stack:
+        _check(deadline, "assembling the build context")
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                yield Path(entry.path), is_dir
+                if is_dir:
+                    stack.append(Path(entry.path))
+
+
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Glob match segment by segment; `**` is any number of segments (docker's COPY patterns)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
+
+
+def _sources(root: Path, src: str, deadline: float | None) -> list[Path]:
+    """What one COPY source names under `root` (relative paths), links included as links, never followed."""
+    pattern = tuple(p for p in Path(src).parts if p not in ("", "."))
+    fixed = 0
+    while fixed < len(pattern) and not glob.has_magic(pattern[fixed]):
+        fixed += 1
+    base = root.joinpath(*pattern[:fixed])
+    if fixed == len(pattern):
+        found = [base] if base.is_symlink() or base.exists() else []
+    elif base.is_dir() and not base.is_symlink():
+        found = [p for p, _ in _entries(base, deadline) if _matches(p.relative_to(base).parts, pattern[fixed:])]
+    else:
+        found = []
+    files: list[Path] = []
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            files += [f for f, is_dir in _entries(p, deadline) if not is_dir and "__pycache__" not in f.parts]
+        else:
+            files.append(p)
+        if len(files) > MAX_CONTEXT_FILES:
+            raise ValueError(f"COPY source {src!r} names more than {MAX_CONTEXT_FILES} files")
+    return [f.relative_to(root) for f in files]
+
+
+def context_files(root: Path, instructions: list[Instruction], build_args: dict[str, str],
+                  deadline: float | None = None) -> list[Path]:
+    """Every file (or link, kept a link) the COPY/ADD lines name, relative to `root`, sorted; the Dockerfile itself
+    is added by the caller. No link is followed (two links to "." made a glob loop forever) and the walk stops at
+    `deadline` (time.monotonic()) with a TimeoutError."""
     args = {**arg_defaults(instructions), **build_args}
+    root = root.resolve()
     files: set[Path] = set()
     for src in copy_sources(instructions, args):
-        matches = sorted(glob.glob(str(root / src), recursive=True))
-        if not matches:
+        if Path(src).is_absolute() or ".." in Path(src).parts:
+            raise ValueError(f"COPY source {src!r} is outside the build context")
+        found = _sources(root, src, deadline)
+        if not found:
             raise FileNotFoundError(f"COPY source {src!r} not found under {root}")
-        for m in matches:
-            p = Path(m)
-            found = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
-            files.update(f.resolve().relative_to(root.resolve()) for f in found)
+        files.update(found)
+        if len(files) > MAX_CONTEXT_FILES:
+            raise ValueError(f"the build context has more than {MAX_CONTEXT_FILES} files")
     return sorted(files)
 
 
+def _file_digest(path: Path, deadline: float | None) -> bytes:
+    """sha256 of a file streamed in chunks (a 2 GiB file costs 1 MiB of memory), or of a link's target text."""
+    if path.is_symlink():
+        return hashlib.sha256(b"symlink\0" + os.readlink(path).encode()).digest()
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            _check(deadline, "hashing the build context")
+    return h.digest()
+
+
 def content_hash(root: Path, files: list[Path], build_args: dict[str, str], base_ids: list[str],
-                 dockerfile_text: str = "") -> str:
+                 dockerfile_text: str = "", deadline: float | None = None) -> str:
     h = hashlib.sha256()
     h.update(hashlib.sha256(dockerfile_text.encode()).digest())
     for rel in files:
         h.update(str(rel).encode() + b"\0")
-        h.update(hashlib.sha256((root / rel).read_bytes()).digest())
+        h.update(_file_digest(root / rel, deadline))
     h.update(json.dumps(sorted(build_args.items())).encode())
     h.update(json.dumps(base_ids).encode())
     return h.hexdigest()
@@ -144,18 +220,31 @@ def _tar_info(name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
     return info
 
 
-def build_context(root: Path, files: list[Path], dockerfile: tuple[str, str] | None = None) -> io.BytesIO:
-    """A tar of `files` plus, when given, (path in the context, text) of the Dockerfile the engine builds."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        if dockerfile is not None:
-            data = dockerfile[1].encode()
-            tar.addfile(_tar_info(dockerfile[0], len(data)), io.BytesIO(data))
-        for rel in files:
-            mode = (root / rel).stat().st_mode & 0o777
-            with (root / rel).open("rb") as f:
-                tar.addfile(_tar_info(str(rel), (root / rel).stat().st_size, mode), f)
-    buf.seek(0)
+def build_context(root: Path, files: list[Path], dockerfile: tuple[str, str] | None = None,
+                  deadline: float | None = None) -> IO[bytes]:
+    """A tar of `files` plus, when given, (path in the context, text) of the Dockerfile the engine builds; written to
+    a temporary file (never held in memory), links kept links."""
+    buf = tempfile.TemporaryFile()  # noqa: SIM115 (handed to the caller, who closes it)
+    try:
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            if dockerfile is not None:
+                data = dockerfile[1].encode()
+                tar.addfile(_tar_info(dockerfile[0], len(data)), io.BytesIO(data))
+            for rel in files:
+                _check(deadline, "writing the build context")
+                path = root / rel
+                st = path.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    info = _tar_info(str(rel), 0, 0o777)
+                    info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+                    tar.addfile(info)
+                    continue
+                with path.open("rb") as f:
+                    tar.addfile(_tar_info(str(rel), st.st_size, st.st_mode & 0o777), f)
+        buf.seek(0)
+    except BaseException:
+        buf.close()
+        raise
     return buf
 
 
@@ -340,19 +429,23 @@ def _ensure_one(client: Any, root: Path, frameworks: dict[str, Framework], r: Re
                 built: dict[tuple[str, str | None], BuiltImage], timeout_s: float,
                 on_line: Callable[[str], None] | None, limit_s: float | None = None) -> BuiltImage:
     started = time.monotonic()
+    deadline = started + timeout_s  # context assembly, hashing and the tar count against the build time limit too
+    limit = limit_s if limit_s is not None else timeout_s
     parent_tags = {(fw.name, v): built[(fw.name, v)].tag for fw, v in r.parents}
     text = with_parent_tags(r.text, r.args, frameworks, parent_tags)
     try:
-        files = context_files(root, parse_dockerfile(text), r.args)
+        files = context_files(root, parse_dockerfile(text), r.args, deadline)
+        base_ids = [built[(fw.name, v)].image_id for fw, v in r.parents]
+        for base in r.bases:
+            try:
+                base_ids.append(client.images.get(base).id)
+            except Exception:  # absent locally: the build pulls (or fails) and the tag alone identifies it
+                base_ids.append(base)
+        digest = content_hash(root, files, r.args, base_ids, text, deadline)
+    except TimeoutError as exc:
+        raise BuildFailed(f"build timed out after {limit:g} s: {exc}", str(exc)) from None
     except (OSError, ValueError) as exc:
         raise BuildFailed(f"cannot prepare build context: {r.framework.dockerfile}: {exc}", str(exc)) from None
-    base_ids = [built[(fw.name, v)].image_id for fw, v in r.parents]
-    for base in r.bases:
-        try:
-            base_ids.append(client.images.get(base).id)
-        except Exception:  # absent locally: the build pulls (or fails) and the tag alone identifies it
-            base_ids.append(base)
-    digest = content_hash(root, files, r.args, base_ids, text)
     tag = f"{r.repo}:{r.flavour}-{digest[:16]}"
     parents = tuple(parent_tags.values())
     try:
@@ -370,8 +463,14 @@ def _ensure_one(client: Any, root: Path, frameworks: dict[str, Framework], r: Re
         f"{LABEL_PREFIX}.flavour": r.flavour,
         f"{LABEL_PREFIX}.content-hash": digest,
     }
-    _build(client, build_context(root, files, (dockerfile, with_labels(text, labels))), dockerfile, tag, r.args,
-           timeout_s, on_line, limit_s if limit_s is not None else timeout_s)
+    try:
+        context = build_context(root, files, (dockerfile, with_labels(text, labels)), deadline)
+    except TimeoutError as exc:
+        raise BuildFailed(f"build timed out after {limit:g} s: {exc}", str(exc)) from None
+    except OSError as exc:
+        raise BuildFailed(f"cannot prepare build context: {r.framework.dockerfile}: {exc}", str(exc)) from None
+    with context:
+        _build(client, context, dockerfile, tag, r.args, deadline - time.monotonic(), on_line, limit)
     image = client.images.get(tag)
     return BuiltImage(tag, image.id, False, time.monotonic() - started, r.flavour, parents)
 
@@ -384,7 +483,7 @@ def with_labels(text: str, labels: dict[str, str]) -> str:
     return f"{text.rstrip(chr(10))}\nLABEL {pairs}\n"
 
 
-def _build(client: Any, context: io.BytesIO, dockerfile: str, tag: str, args: dict[str, str],
+def _build(client: Any, context: IO[bytes], dockerfile: str, tag: str, args: dict[str, str],
            timeout_s: float, on_line: Callable[[str], None] | None, limit_s: float) -> None:
     """Build within `timeout_s` (what is left of the framework's build time limit, `limit_s`, which errors name)."""
     tail = LogTail(lines=40)
