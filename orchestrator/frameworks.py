@@ -13,7 +13,9 @@ framework.yaml (all keys optional, unknown keys refused; the guide is docs/addin
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -86,14 +88,69 @@ def check_name(name: str, what: str = "framework name") -> str:
     return name
 
 
+MAX_META_BYTES = 64 << 10
+MAX_META_NODES = 2_000
+
+
+def read_input(path: Path, max_bytes: int) -> str:
+    """A small input file as text, checked before it is read: a regular file (not /dev/zero, not a FIFO, whose
+    read would never end) of at most `max_bytes` (a huge sparse file is refused by its size); one line otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file (a device, FIFO or directory); expected a YAML file")
+        if st.st_size > max_bytes:
+            raise InputError(f"{path}: file is {st.st_size} bytes, larger than {max_bytes} bytes")
+        chunks: list[bytes] = []
+        while (size := sum(map(len, chunks))) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - size)):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise InputError(f"{path}: file is larger than {max_bytes} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: cannot read: not UTF-8 (byte {exc.start})") from None
+
+
+def compose_bounded(text: str, max_nodes: int) -> yaml.Node | None:
+    """The YAML node tree, refused (ValueError) past `max_nodes` nodes, aliases expanded ("billion laughs"), or
+    too deep for the composer (it recurses once per level); counted without recursion."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ValueError(f"document too deeply nested (over {max_nodes} nodes)") from None
+    stack, budget = ([root] if root is not None else []), max_nodes
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ValueError(f"document too large or too deeply nested (over {max_nodes} nodes)")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(x for pair in node.value for x in pair)
+    return root
+
+
 def _load_meta(path: Path) -> FrameworkMeta:
     """framework.yaml, validated; bad input is one line naming file, line, key and what was expected (exit 2)."""
     if not path.is_file():
         return FrameworkMeta()
     try:
-        text = path.read_text()
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        text = read_input(path, MAX_META_BYTES)
+        root = compose_bounded(text, MAX_META_NODES)
         raw = yaml.safe_load(text) or {}
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:

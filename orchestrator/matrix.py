@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveFloat,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from orchestrator.errors import InputError
-from orchestrator.frameworks import NAME_RE
+from orchestrator.frameworks import NAME_RE, compose_bounded, read_input
 from orchestrator.workload_result import MAX_TIMES
 from orchestrator.yamlloc import line_of as _line_of
 from orchestrator.yamlloc import most_specific as _most_specific
@@ -30,6 +28,13 @@ from orchestrator.yamlloc import user_path as _user_path
 MAX_ITERS = MAX_TIMES // 2
 
 MAX_MATRIX_BYTES = 1 << 20
+# Sane maxima: each far beyond any real LSTM benchmark, each small enough that nothing downstream overflows (a
+# timeout of 1e10 s is out of the engine's timestamp range) or expands without bound.
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_SIZE = 1 << 16
+MAX_VOCAB = 1 << 24
+MAX_REPEATS = 1000
+MAX_CELLS = 10_000  # cells per framework variant: checked on the matrix's own counts before anything is expanded
 # Aliases let a tiny YAML document describe a huge tree ("billion laughs"); we refuse past this many nodes.
 MAX_NODES = 20_000
 MEMORY_RE = re.compile(r"^(auto|[1-9][0-9]{0,15}[bkmg]?)$", re.IGNORECASE)
@@ -92,27 +97,27 @@ class Matrix(BaseModel):
 
     name: str = "lstm-bench"
     frameworks: Literal["all"] | tuple[FrameworkEntry, ...] = "all"
-    hidden: tuple[PositiveInt, ...] = (128, 256, 512, 1024, 2048)
+    hidden: tuple[Annotated[int, Field(gt=0, le=MAX_SIZE)], ...] = (128, 256, 512, 1024, 2048)
     impls: Literal["default", "all"] | tuple[str, ...] = "default"
     precision: tuple[Precision, ...] = ("fp32",)
-    batch: PositiveInt = 128
-    seq_len: PositiveInt = 64
-    vocab: PositiveInt = 10000
-    classes: int = Field(default=5, ge=2)
-    lr: PositiveFloat = 0.001
-    warmup: int = Field(default=2, ge=0)
-    iters: int = Field(default=50, ge=1, le=MAX_ITERS)
-    seed: int = Field(default=0, ge=0)
-    data_batches: PositiveInt = 4
+    batch: int = Field(default=128, gt=0, le=MAX_SIZE)
+    seq_len: int = Field(default=64, gt=0, le=MAX_SIZE)
+    vocab: int = Field(default=10000, gt=0, le=MAX_VOCAB)
+    classes: int = Field(default=5, ge=2, le=MAX_VOCAB)
+    lr: float = Field(default=0.001, gt=0, le=1e6, allow_inf_nan=False)
+    warmup: int = Field(default=2, ge=0, le=MAX_ITERS)
+    iters: int = Field(default=50, gt=0, le=MAX_ITERS)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # numpy's seeds
+    data_batches: int = Field(default=4, gt=0, le=MAX_SIZE)
     device: Literal["gpu", "cpu"] = "gpu"
     gpus: Literal["all"] | tuple[int, ...] = "all"
-    slots: PositiveInt = 1
-    repeats: PositiveInt = 1
-    timeout_s: PositiveFloat = 1800.0
-    build_timeout_s: PositiveFloat = 3600.0
+    slots: int = Field(default=1, gt=0, le=1024)
+    repeats: int = Field(default=1, gt=0, le=MAX_REPEATS)
+    timeout_s: float = Field(default=1800.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+    build_timeout_s: float = Field(default=3600.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     memory: str = "auto"  # the host's RAM less a reserve (runners/docker.py memory_limit), or a size
-    results_max_mb: int = Field(default=128, ge=1, le=1 << 20)  # the cell's /results cap (runners/quota.py)
-    pids_limit: PositiveInt = 4096
+    results_max_mb: int = Field(default=128, gt=0, le=1 << 20)  # the cell's /results cap (runners/quota.py)
+    pids_limit: int = Field(default=4096, gt=0, le=1 << 22)
     registry: str | None = None
 
     @field_validator("frameworks", mode="before")
@@ -131,7 +136,7 @@ class Matrix(BaseModel):
     @classmethod
     def _memory(cls, value: str) -> str:
         if not MEMORY_RE.match(value):
-            raise ValueError("expected auto or a size like 512m or 16g")
+            raise ValueError("expected a size like 512m or 16g, or auto")
         return value.lower()
 
     @field_validator("hidden", "gpus", "impls", "precision")
@@ -143,6 +148,14 @@ class Matrix(BaseModel):
             if len(set(value)) != len(value):
                 raise ValueError("values must be unique")
         return value
+
+    @model_validator(mode="after")
+    def _bounded_plan(self) -> Matrix:
+        per_variant = len(self.hidden) * len(self.precision) * self.repeats
+        if per_variant > MAX_CELLS:
+            raise ValueError(f"hidden sizes x precisions x repeats is {per_variant} cells per framework variant, "
+                             f"over {MAX_CELLS}")
+        return self
 
     @model_validator(mode="after")
     def _unique_frameworks(self) -> Matrix:
@@ -165,19 +178,6 @@ def memory_bytes(text: str) -> int:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _count_nodes(node: yaml.Node, budget: list[int]) -> None:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise InputError("")  # message filled in by the caller, which knows the file
-    if isinstance(node, yaml.SequenceNode):
-        for child in node.value:
-            _count_nodes(child, budget)
-    elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            _count_nodes(key, budget)
-            _count_nodes(value, budget)
-
-
 def parse_matrix(text: str, source: str, overrides: dict[str, Any] | None = None) -> Matrix:
     """Validate a matrix document; raise InputError with 'file:line: key: problem' (one line) on bad input."""
     try:
@@ -192,15 +192,10 @@ def _parse_matrix(text: str, source: str, overrides: dict[str, Any] | None) -> M
     if len(text.encode()) > MAX_MATRIX_BYTES:
         raise InputError(f"{source}: file is larger than {MAX_MATRIX_BYTES} bytes")
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if root is not None:
-            try:
-                _count_nodes(root, [MAX_NODES])
-            except RecursionError:
-                raise InputError("") from None
+        root = compose_bounded(text, MAX_NODES)
         raw = yaml.safe_load(text)
-    except InputError:
-        raise InputError(f"{source}: document too large or too deeply nested (over {MAX_NODES} nodes)") from None
+    except ValueError as exc:
+        raise InputError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -229,11 +224,9 @@ def _parse_matrix(text: str, source: str, overrides: dict[str, Any] | None) -> M
 
 def load_matrix(path: Path, overrides: dict[str, Any] | None = None) -> Matrix:
     try:
-        text = path.read_text()
+        text = read_input(path, MAX_MATRIX_BYTES)  # its type and size are checked before a byte is read
     except FileNotFoundError:
         raise InputError(f"{path}: no such matrix file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
     return parse_matrix(text, str(path), overrides)
 
 
