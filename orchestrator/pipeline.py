@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from orchestrator.results import CellRecord, Status
 from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcome, Runner, io_dir
 from orchestrator.runners.quota import Watch, usage
 from orchestrator.scheduler import run_on_slots
-from orchestrator.store import RunStore, describe_error, remove_tree, slim, write_atomic, write_json
+from orchestrator.store import MIN_FREE_BYTES, RunStore, describe_error, remove_tree, slim, write_atomic, write_json
 from orchestrator.workload_result import WorkloadResult
 
 # Errors of the run directory's storage, not of one cell: they stop the run (cli.py says so in one line).
@@ -172,7 +173,9 @@ def _run_one(
     cell_dir = store.fresh_cell_dir(cell.cell_id)
     write_json(cell_dir / PARAMS_FILE, params)
     sampling = CellSampling(matrix.device, slot) if getattr(runner, "host_sampling", False) is True else None
-    cap = matrix.results_max_mb << 20
+    # The cap, or the run directory's free space less the room the run keeps, when that is smaller: the watch then
+    # stops a disk-filling cell before the disk is full.
+    cap = min(matrix.results_max_mb << 20, max(shutil.disk_usage(cell_dir).free - MIN_FREE_BYTES, 1 << 20))
     stop_cell = getattr(runner, "stop_cell", None)  # runners whose cells write io/ on this host watch its size
     quota = Watch(io_dir(cell_dir), cap, lambda: stop_cell(cell.cell_id)) if callable(stop_cell) else None
     try:

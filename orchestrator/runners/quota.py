@@ -32,7 +32,8 @@ class Usage:
     def describe(self, cap: int) -> str:
         what = (f"{self.bytes / (1 << 20):.1f} MiB" if self.entries <= MAX_ENTRIES
                 else f"more than {MAX_ENTRIES} entries")
-        return f"the workload wrote {what} into /results, over its cap of {cap >> 20} MiB; its files were removed"
+        return (f"the workload wrote {what} into /results, over its cap of {cap / (1 << 20):.0f} MiB (results_max_mb, "
+                "or the run directory's free space when smaller); its files were removed")
 
 
 def usage(path: Path) -> Usage:
