@@ -43,13 +43,16 @@ def load_run(run_dir: Path) -> LoadedRun:
     records: list[CellRecord] = []
     with store.lock_if_free() as free:
         try:
-            found = store.reconcile(run_id, write=free, each=records.append)
-        except OSError as exc:  # a read-only copy of a run: its index stays as it is
-            if not free:
-                raise
-            records.clear()
-            found = store.reconcile(run_id, write=False, each=records.append)
-            found.warnings.append(f"{RESULTS} could not be rewritten: {describe_error(exc)}")
+            try:
+                found = store.reconcile(run_id, write=free, each=records.append)
+            except OSError as exc:  # a read-only copy of a run: its index stays as it is
+                if not free:
+                    raise
+                records.clear()
+                found = store.reconcile(run_id, write=False, each=records.append)
+                found.warnings.append(f"{RESULTS} could not be rewritten: {describe_error(exc)}")
+        except OSError as exc:
+            raise InputError(f"{run_dir}: cannot read its cell records: {describe_error(exc)}") from None
     return LoadedRun(run_dir, manifest, tuple(records), tuple(found.warnings))
 
 
