@@ -176,7 +176,10 @@ OWNER_ENV = "LSTM_BENCH_LOCAL_CELL"  # "<orchestrator pid>:<cell id>:<random>"
 # already, stop here; then become the workload (exec keeps the death signal).
 PDEATHSIG_SHIM = (
     "import ctypes, os, signal, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)\n"
+    "except (AttributeError, OSError):\n"
+    "    pass  # elsewhere the cleanups by token remain\n"
     "if os.getppid() != int(sys.argv[1]):\n"
     "    os._exit(137)\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n"
