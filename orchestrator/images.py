@@ -386,8 +386,9 @@ def with_labels(text: str, labels: dict[str, str]) -> str:
 
 
 # The registry-free route (README, "Without a GPU, without Docker, without a registry"), named where a pull fails.
-NO_REGISTRY_HINT = ("no registry? make a base without one: scripts/make-base-image.sh --python, then "
-                    "--build-arg BASE_IMAGE=lstm-bench/base:python3.11-slim-bookworm (docs/images.md)")
+# It fits the console's one line (ui.HEADLINE_CHARS) after a base image's name.
+NO_REGISTRY_HINT = ("no registry? scripts/make-base-image.sh --python, "
+                    "--build-arg BASE_IMAGE=lstm-bench/base:python3.11-slim-bookworm")
 
 
 def _cause_first(what: str, step: str, log: str, args: dict[str, str]) -> str:
@@ -395,7 +396,7 @@ def _cause_first(what: str, step: str, log: str, args: dict[str, str]) -> str:
     round it), or the last error line the failed step printed; then the step and the engine's message."""
     if re.search(r" : FROM\s", step):
         ref = _substitute(step.split(" : FROM", 1)[1].split()[0], args)
-        return f"cannot pull the base image {ref}: {NO_REGISTRY_HINT}\n{what}"
+        return f"cannot pull {ref}: {NO_REGISTRY_HINT}\n{what}"
     lines = log.splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith("Step ")]
     cause = root_cause("\n".join(lines[starts[-1] + 1:] if starts else lines))  # this step's output only
