@@ -77,20 +77,32 @@ def test_without_build_constraints_the_reason_and_the_console_start_with_the_cau
 
 
 @pytest.mark.docker
-def test_the_image_applies_its_build_constraints(docker_client: object, tmp_path: Path) -> None:
-    """The Docker path: the fixture's Dockerfile (the scaffold's shape) builds the sdist on the registry-free
-    stand-in base (whose pip is older than 25.3: PIP_CONSTRAINT reaches its build environments) and runs ok."""
+@pytest.mark.parametrize("constrained", [True, False], ids=["with", "without"])
+def test_the_image_applies_its_build_constraints(docker_client: object, tmp_path: Path, constrained: bool) -> None:
+    """The Docker path: the fixture's Dockerfile (the scaffold's shape) builds the sdist in pip's isolated build on
+    the registry-free stand-in base (pip older than 25.3: PIP_CONSTRAINT reaches its build environments) and runs
+    ok; without the constraints the build fails and its reason starts with the cause."""
     from tests.image_tiers import make_python_base
 
     base = make_python_base()
     project = copy_project(tmp_path / "project", {"chainer-2016": CHAINER})
+    if not constrained:
+        dockerfile = project / "images" / "chainer-2016" / "Dockerfile"
+        dockerfile.write_text(dockerfile.read_text().replace(
+            "PIP_CONSTRAINT=/opt/lstm-bench/build-constraints.txt PIP_BUILD_CONSTRAINT=/opt/lstm-bench/build-"
+            "constraints.txt ", ""))
     out = tmp_path / "run"
     proc = run_cli(["matrix.yaml", "--only", "chainer-2016", "--device", "cpu", "--hidden", "8", *TINY,
                     "--build-arg", f"BASE_IMAGE={base}", "--out", str(out), "--no-report"], cwd=project, timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (record,) = map(json.loads, (out / "results.jsonl").read_text().splitlines())
-    assert record["status"] == "ok", record["reason"]
-    assert record["workload"]["versions"]["framework"] == "1.19.0"
+    if constrained:
+        assert record["status"] == "ok", record["reason"]
+        assert record["workload"]["versions"]["framework"] == "1.19.0"
+    else:
+        assert record["status"] == "build-failed"
+        assert record["reason"].splitlines()[0] == "ModuleNotFoundError: No module named 'pkg_resources'", \
+            record["reason"][:2000]
 
 
 def test_the_venv_cache_key_covers_the_build_constraints(tmp_path: Path) -> None:
