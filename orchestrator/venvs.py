@@ -79,11 +79,13 @@ def ensure_venv(
         # The standard library's venv, seeded as before with this Python's own pip and setuptools (some frameworks
         # import pkg_resources, as the images' bases provide it); uv then installs the pins. --native-tls: the
         # system's CA store, as a PIP_CERT setup expects (a TLS-inspecting proxy's CA).
-        install = [find_uv_bin(), "pip", "install", "--quiet", "--native-tls", "--python", str(python_of(venv)),
-                   "-r", str(requirements)]
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [find_uv_bin(), "pip", "install", "--quiet", "--native-tls", "--python", str(python_of(venv)), "-r",
+             str(requirements)],
+        ]
         if (constraints := framework.build_constraints) is not None:
-            install += ["--build-constraint", str(constraints)]  # uv's isolated sdist builds, not the install
-        steps = [[sys.executable, "-m", "venv", str(venv)], install]
+            steps[1] += ["--build-constraint", str(constraints)]  # uv's isolated sdist builds, not the install
         for cmd in steps:
             if on_line:
                 on_line(" ".join(cmd))
