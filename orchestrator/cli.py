@@ -64,7 +64,7 @@ def run_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a scalar matrix key, e.g. --set batch=4 --set seq_len=8 (repeatable)",
+        help="override a scalar matrix key, precision or impls, e.g. --set batch=4 --set impls=all (repeatable)",
     )
     p.add_argument(
         "--runner",

@@ -29,6 +29,7 @@ from orchestrator.yamlloc import describe, one_line
 # Names become image tags, container labels and directory names: keep them boring.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 WORKLOAD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BUILD_CONSTRAINTS = "build-constraints.txt"
 
 
 class FrameworkMeta(BaseModel):
@@ -73,6 +74,12 @@ class Framework:
     @property
     def cpu_requirements(self) -> Path | None:
         path = self.directory / "requirements-cpu.txt"
+        return path if path.is_file() else None
+
+    @property
+    def build_constraints(self) -> Path | None:
+        """build-constraints.txt: the versions pip and uv build its sdists with (e.g. an old setuptools)."""
+        path = self.directory / BUILD_CONSTRAINTS
         return path if path.is_file() else None
 
     def row_label(self, variant: str | None) -> str:

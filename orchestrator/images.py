@@ -32,6 +32,7 @@ from typing import IO, Any
 from orchestrator import LABEL_PREFIX
 from orchestrator.errors import InputError
 from orchestrator.frameworks import Framework, discover
+from orchestrator.rootcause import root_cause
 from orchestrator.runners.base import LogTail, strip_ansi
 
 _ARG_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
@@ -483,6 +484,24 @@ def with_labels(text: str, labels: dict[str, str]) -> str:
     return f"{text.rstrip(chr(10))}\nLABEL {pairs}\n"
 
 
+# The registry-free route (README, "Without a GPU, without Docker, without a registry"), named where a pull fails.
+# It fits the console's one line (ui.HEADLINE_CHARS) after a base image's name.
+NO_REGISTRY_HINT = ("no registry? scripts/make-base-image.sh --python, "
+                    "--build-arg BASE_IMAGE=lstm-bench/base:python3.11-slim-bookworm")
+
+
+def _cause_first(what: str, step: str, log: str, args: dict[str, str]) -> str:
+    """A build error with its cause as the first line: the base image that could not be pulled (and the way
+    round it), or the last error line the failed step printed; then the step and the engine's message."""
+    if re.search(r" : FROM\s", step):
+        ref = _substitute(step.split(" : FROM", 1)[1].split()[0], args)
+        return f"cannot pull {ref}: {NO_REGISTRY_HINT}\n{what}"
+    lines = log.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Step ")]
+    cause = root_cause("\n".join(lines[starts[-1] + 1:] if starts else lines))  # this step's output only
+    return f"{cause}\n{what}" if cause else what
+
+
 def _build(client: Any, context: IO[bytes], dockerfile: str, tag: str, args: dict[str, str],
            timeout_s: float, on_line: Callable[[str], None] | None, limit_s: float) -> None:
     """Build within `timeout_s` (what is left of the framework's build time limit, `limit_s`, which errors name)."""
@@ -503,9 +522,11 @@ def _build(client: Any, context: IO[bytes], dockerfile: str, tag: str, args: dic
         step = ""  # the legacy builder announces each instruction as "Step N/M : INSTRUCTION"
         for chunk in stream:
             if "error" in chunk:
+                log = tail.text()
                 tail.feed(str(chunk["error"]) + "\n")
                 error = strip_ansi(str(chunk["error"])).strip()
-                raise BuildFailed(f"{step} failed: {error}" if step else error, tail.text())
+                what = f"{step} failed: {error}" if step else error
+                raise BuildFailed(_cause_first(what, step, log, args), tail.text())
             text = chunk.get("stream")
             if text:
                 if text.startswith("Step "):

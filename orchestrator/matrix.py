@@ -60,6 +60,7 @@ SCALAR_KEYS = (
     "slots",
     "registry",
     "precision",  # an axis, but `--set precision=bf16` (one) or `--set precision=[fp32,bf16]` is the common case
+    "impls",  # `default`, `all` or `[fused, loop]`: the only CLI way to run a framework's other impls
 )
 PRECISIONS = ("fp32", "tf32", "bf16")  # workloads/harness.py PRECISIONS; docs/matrix.md "precision"
 Precision = Literal["fp32", "tf32", "bf16"]

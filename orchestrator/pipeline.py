@@ -24,6 +24,7 @@ from orchestrator.machine.summary import MachineState
 from orchestrator.manifest import now_iso
 from orchestrator.plan import Cell, Plan
 from orchestrator.results import CellRecord, Status
+from orchestrator.rootcause import keep_first_line
 from orchestrator.runners.base import LOG_FILE, PARAMS_FILE, Environment, Outcome, Runner, io_dir
 from orchestrator.runners.quota import Watch, usage
 from orchestrator.scheduler import run_on_slots
@@ -167,8 +168,8 @@ def _run_one(
     matrix = plan.matrix
     if env.error is not None:
         return record_for(
-            cell, label, run_id, matrix.device, slot, env, Status.BUILD_FAILED, env.error[-4000:], 0.0, None, None,
-            started_at, params,
+            cell, label, run_id, matrix.device, slot, env, Status.BUILD_FAILED, keep_first_line(env.error, 4000),
+            0.0, None, None, started_at, params,
         )
     cell_dir = store.fresh_cell_dir(cell.cell_id)
     write_json(cell_dir / PARAMS_FILE, params)

@@ -1,9 +1,10 @@
 """`python -m orchestrator new NAME`: the files of a new framework, each method to fill in saying what and why.
 
-Writes images/NAME/{Dockerfile, framework.yaml, requirements-gpu.txt, requirements-cpu.txt} and
-workloads/NAME_lstm.py (NAME with '-' and '.' -> '_'). The result passes `python -m orchestrator.dockerfile_check
+Writes images/NAME/{Dockerfile, framework.yaml, requirements-gpu.txt, requirements-cpu.txt, build-constraints.txt}
+and workloads/NAME_lstm.py (NAME with '-' and '.' -> '_'). The result passes `python -m orchestrator.dockerfile_check
 --offline NAME` at once and runs: every cell reports `unsupported` with "not implemented yet" until the methods
-are written. docs/adding-a-framework.md is the guide to filling them in.
+are written. A method whose body is harness.Framework's default says so: deleting it changes nothing.
+docs/adding-a-framework.md is the guide to filling them in.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ ARG BASE_IMAGE={BASE_IMAGE}
 FROM ${{BASE_IMAGE}}
 # FLAVOUR=gpu (default) installs requirements-gpu.txt, FLAVOUR=cpu (--device cpu) requirements-cpu.txt.
 ARG FLAVOUR=gpu
-COPY images/{name}/requirements-${{FLAVOUR}}.txt /opt/lstm-bench/requirements.txt
-RUN python3 -m pip install --no-cache-dir -r /opt/lstm-bench/requirements.txt
+COPY images/{name}/requirements-${{FLAVOUR}}.txt images/{name}/build-constraints.txt /opt/lstm-bench/
+# build-constraints.txt pins the tools pip builds sdists with: pip < 25.3 applies PIP_CONSTRAINT to its isolated
+# builds (and to the install: keep a package pinned in both at the same version), pip >= 25.3 PIP_BUILD_CONSTRAINT.
+RUN PIP_CONSTRAINT=/opt/lstm-bench/build-constraints.txt PIP_BUILD_CONSTRAINT=/opt/lstm-bench/build-constraints.txt \
+    python3 -m pip install --no-cache-dir -r /opt/lstm-bench/requirements-${{FLAVOUR}}.txt
 # The rest (user, workload files, import smoke test, ENTRYPOINT) is images/tail.Dockerfile, appended by the
 # orchestrator because this file has no ENTRYPOINT.
 """
@@ -77,8 +81,19 @@ note: >-
 
 def requirements(numpy_pin: str, what: str) -> str:
     return f"""\
-# {what}: every package pinned with ==, the complete resolution (pip freeze of a clean install), numpy included.
+# {what}: every package pinned with ==, the complete resolution of a clean install as `pip freeze --all` or
+# `uv pip freeze` lists it (plain `pip freeze` leaves out setuptools, which a framework importing pkg_resources
+# must pin), numpy included.
 {numpy_pin}
+"""
+
+
+BUILD_CONSTRAINTS = """\
+# The versions of the tools that build this framework's sdists (pip/uv constraints format, one `name==version` a
+# line), applied by the local runner (uv --build-constraint) and the Dockerfile (PIP_CONSTRAINT,
+# PIP_BUILD_CONSTRAINT). Needed only for a package PyPI ships as an sdist whose setup.py needs an old tool, e.g.
+# `import pkg_resources` (gone from setuptools 81): setuptools==73.0.1. docs/adding-a-framework.md, "Build
+# constraints".
 """
 
 
@@ -122,6 +137,8 @@ class {cls}(harness.Framework):
         self.params.device ("cpu" or "gpu") for real (ask the framework for a GPU; check the wheel has kernels
         for it); check self.params.impl against the impls in framework.yaml ("default" = the first) and set
         self.impl_used to the path that will really run (it becomes the record's impl).
+        Deleting this method restores harness.Framework's default: CPU only (a GPU cell is `unsupported`), impl
+        as requested; right for a CPU-only framework (its requirements-gpu.txt then repeats requirements-cpu.txt).
         """
         raise {todo("check_device")}
 
@@ -132,18 +149,21 @@ class {cls}(harness.Framework):
 
         Why: defaults differ between frameworks and GPU generations (TF32 is on by default in some); a number is
         only comparable when every framework did the arithmetic its label says. The switches per framework are in
-        docs/adding-a-framework.md ("Precision").
+        docs/adding-a-framework.md ("Precision"). This body is harness.Framework's default (float32 only, any
+        other precision `unsupported`): keep it, or delete the method, for a framework with no TF32/bf16 path.
         """
-        raise {todo("set_precision")}
+        super().set_precision()
 
     def precision_readback(self) -> tuple[str, dict[str, Any]]:
         """(the mode the framework reports it ran: "fp32", "tf32" or "bf16"; the raw switches and dtypes read),
         read back from the framework after the timed steps, never copied from self.params.
 
         Why: a cell whose read-back differs from the request is invalid-output, so a switch that did not take
-        cannot label a number with the wrong precision.
+        cannot label a number with the wrong precision. This body is harness.Framework's default ("fp32", no
+        switches), true only with the default set_precision; harness.mode_from(tf32=..., bf16=...) turns read-back
+        switches into the mode.
         """
-        raise {todo("precision_readback")}
+        return super().precision_readback()
 
     def build(self, weights: harness.Weights) -> None:
         """Build the model and optimizer from `weights` (NumPy float32, canonical layout), on the device.
@@ -223,6 +243,7 @@ def create(root: Path, name: str) -> list[Path]:
         folder / "framework.yaml": framework_yaml(name, module),
         folder / "requirements-gpu.txt": requirements(numpy_pin, "The GPU image's packages"),
         folder / "requirements-cpu.txt": requirements(numpy_pin, "The CPU image's and the local runner's environment"),
+        folder / "build-constraints.txt": BUILD_CONSTRAINTS,
         root / "workloads" / f"{module}.py": workload(name, module, cls),
     }
     existing = [str(p.relative_to(root)) for p in files if p.exists()]

@@ -1,8 +1,10 @@
 """One cached virtual environment per framework (variant) from its pinned CPU requirements, as nox and asv do.
 
-Requirements: images/<name>/requirements-cpu-<variant>.txt, else images/<name>/requirements-cpu.txt.
+Requirements: images/<name>/requirements-cpu-<variant>.txt, else images/<name>/requirements-cpu.txt; build
+constraints (the versions of the tools that build an sdist, e.g. setuptools==73.0.1 for a setup.py that imports
+pkg_resources): images/<name>/build-constraints.txt, passed to uv as `--build-constraint`.
 Cache: $LSTM_BENCH_VENVS or ~/.cache/lstm-bench/venvs/<name>[-<variant>]-<hash>, the hash covering the
-requirements text and this Python's version, so a changed pin makes a new environment.
+requirements text, the build constraints and this Python's version, so a changed pin makes a new environment.
 
 Made with `python -m venv` (seeded with this Python's own pip and setuptools) and uv (`uv pip install -r`), not pip
 alone: the environments repeat multi-GB stacks (torch's CUDA build in torch and keras (torch); tensorflow twice; jax
@@ -25,6 +27,7 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from orchestrator.frameworks import Framework
+from orchestrator.rootcause import root_cause
 
 COMPLETE = ".lstm-bench-complete"
 
@@ -45,6 +48,8 @@ def requirements_file(framework: Framework, variant: str | None) -> Path | None:
 def venv_path(framework: Framework, variant: str | None, requirements: Path) -> Path:
     h = hashlib.sha256(requirements.read_bytes())
     h.update(sys.version.encode())
+    if (constraints := framework.build_constraints) is not None:
+        h.update(b"\0build-constraints\0" + constraints.read_bytes())
     name = f"{framework.name}{'-' + variant if variant else ''}-{h.hexdigest()[:12]}"
     return cache_root() / name
 
@@ -79,13 +84,18 @@ def ensure_venv(
             [find_uv_bin(), "pip", "install", "--quiet", "--native-tls", "--python", str(python_of(venv)), "-r",
              str(requirements)],
         ]
+        if (constraints := framework.build_constraints) is not None:
+            steps[1] += ["--build-constraint", str(constraints)]  # uv's isolated sdist builds, not the install
         for cmd in steps:
             if on_line:
                 on_line(" ".join(cmd))
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
             if proc.returncode != 0:
-                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+                output = proc.stdout + proc.stderr
+                tail = "\n".join(output.strip().splitlines()[-20:])[-3000:]
                 what = f"{Path(cmd[0]).name} {' '.join(cmd[1:3])}"
-                raise VenvError(f"`{what} ...` failed (exit {proc.returncode}):\n{tail}")
+                # The cause first (what the console shows), then which command and its output's tail.
+                raise VenvError(f"{root_cause(output) or 'no error line in its output'}\n"
+                                f"`{what} ...` failed (exit {proc.returncode}):\n{tail}")
         (venv / COMPLETE).write_text(requirements.read_text())
     return python_of(venv)

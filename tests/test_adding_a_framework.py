@@ -39,7 +39,7 @@ def test_new_writes_a_framework_that_passes_the_static_check_and_runs_as_not_imp
     wrote = {line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("wrote ")}
     assert wrote == {
         "images/demo-fw/Dockerfile", "images/demo-fw/framework.yaml", "images/demo-fw/requirements-gpu.txt",
-        "images/demo-fw/requirements-cpu.txt", "workloads/demo_fw_lstm.py",
+        "images/demo-fw/requirements-cpu.txt", "images/demo-fw/build-constraints.txt", "workloads/demo_fw_lstm.py",
     }
     # Every method the harness calls is there, each with a docstring (what it must do and why).
     source = (project / "workloads" / "demo_fw_lstm.py").read_text()
@@ -62,6 +62,22 @@ def test_new_writes_a_framework_that_passes_the_static_check_and_runs_as_not_imp
     assert "check_device() not implemented yet (workloads/demo_fw_lstm.py)" in record["reason"]
     # ... and the tests discover it: it gets the CPU + equivalence test without an edit under tests/.
     assert ("demo-fw", None) in cpu_cases(project / "images")
+
+
+def test_the_scaffold_stubs_and_the_guide_agree_on_the_defaults(project: Path) -> None:
+    """A method the scaffold writes with the default's body is the default (the guide says deleting it is the same);
+    the by-hand check uses the tests' lr and says why; the pins are listed with setuptools."""
+    assert run_cli(["new", "demo"], cwd=project).returncode == 0
+    source = (project / "workloads" / "demo_lstm.py").read_text()
+    assert "super().set_precision()" in source and "return super().precision_readback()" in source
+    assert "Deleting this method restores harness.Framework's default: CPU only" in " ".join(source.split())
+    guide = " ".join((ROOT / "docs" / "adding-a-framework.md").read_text().split())
+    assert "delete them, which changes nothing" in guide and "deleting it restores the default, CPU only" in guide
+    assert "--set lr=0.5" in guide and "still shows ✓" in guide
+    assert "harness.GATE_ORDER" in guide and "harness.mode_from" in guide and "A CPU-only framework" in guide
+    pins = (project / "images" / "demo" / "requirements-cpu.txt").read_text()
+    assert "pip freeze --all" in pins and "uv pip freeze" in pins
+    assert "Build constraints" in guide and "--build-constraint" in guide
 
 
 def test_new_never_overwrites(project: Path) -> None:
@@ -145,12 +161,35 @@ def test_build_failure_names_the_step_without_colour_codes_and_keeps_the_log(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (record,) = _records(out)
     assert record["status"] == "build-failed"
-    first = record["reason"].splitlines()[0]
-    assert re.match(r"Step 3/\d+ : RUN printf", first) and first.endswith("returned a non-zero code: 7"), first
+    first, second = record["reason"].splitlines()[:2]
+    assert first == "ERROR: No matching distribution found for numpy==9.9.9", record["reason"]  # the cause first
+    assert re.match(r"Step 3/\d+ : RUN printf", second) and second.endswith("returned a non-zero code: 7"), second
     assert ESC not in json.dumps(record) and ESC not in proc.stdout
     assert "ERROR: No matching distribution found for numpy==9.9.9" in (record["log_tail"] or "")
-    # The console's build line carries the failing step, not a cut-off first 80 characters.
-    assert re.search(r"build colourful failed: Step 3/\d+ : RUN printf", proc.stdout), proc.stdout
+    # The console's build line carries the cause, not the step's generic "returned a non-zero code".
+    assert "build colourful failed: ERROR: No matching distribution found for numpy==9.9.9" in proc.stdout, proc.stdout
+
+
+@pytest.mark.docker
+def test_a_base_image_that_cannot_be_pulled_names_the_registry_free_route(base_image: str, tmp_path: Path) -> None:
+    fixture = tmp_path / "unpullable"
+    fixture.mkdir()
+    # Nothing listens on port 1: the pull fails at once, as it does on a host without a registry.
+    (fixture / "Dockerfile").write_text('ARG BASE_IMAGE=127.0.0.1:1/python:3.11-slim\nFROM ${BASE_IMAGE}\n'
+                                        'ENTRYPOINT ["python3"]\n')
+    project = copy_project(tmp_path / "project", {"unpullable": fixture})
+    out = tmp_path / "run"
+    proc = run_cli(["matrix.yaml", "--only", "unpullable", "--device", "cpu", "--hidden", "8", *TINY,
+                    "--build-arg", "BASE_IMAGE=127.0.0.1:1/python:3.11-slim", "--out", str(out), "--no-report"],
+                   cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (record,) = _records(out)
+    assert record["status"] == "build-failed"
+    first = record["reason"].splitlines()[0]
+    assert first.startswith("cannot pull 127.0.0.1:1/python:3.11-slim: no registry?"), first
+    assert "scripts/make-base-image.sh --python" in first and "--build-arg BASE_IMAGE=" in first
+    # The console says it in its one line, uncut.
+    assert "--python, --build-arg BASE_IMAGE=lstm-bench/base:python3.11-slim-bookworm\n" in proc.stdout, proc.stdout
 
 
 def test_crash_summary_shows_the_last_meaningful_stderr_line(project: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from report_helpers import derived_run, failed
+from report_helpers import as_framework, derived_run, failed
 
 from orchestrator.report import render
 from orchestrator.report.load import load_run
@@ -83,3 +83,31 @@ def test_report_renders_in_chromium_without_errors(report_with_failure: Path, tm
     # Text and plot lines: a good share of rows is not plain background.
     busy_rows = np.mean(np.std(pixels, axis=(1, 2)) > 0.02)
     assert busy_rows > 0.3
+
+
+# report.html's colours of the answer box and of a column's fastest cell (templates/report.html.j2).
+ANSWER_BG = (0xF0, 0xF7, 0xF2)
+FASTEST_BG = (0xD8, 0xF3, 0xDC)
+
+
+def _pixels_of(pixels: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    return np.all(np.abs(pixels * 255 - np.array(rgb)) <= 2, axis=-1)
+
+
+@needs_chromium
+def test_the_answer_section_and_the_fastest_cells_show_at_the_top_in_chromium(real_run: Path, tmp_path: Path) -> None:
+    records = load_run(real_run).records
+    twins = [as_framework(r, "numpy-twin", "numpy twin") for r in records]  # a tie at every size
+    slow = [as_framework(r, "numpy-slow", "numpy slow", workload=r.workload.model_copy(
+        update={"times_ms": [100 * t for t in r.workload.times_ms]})) for r in records if r.workload]
+    run = derived_run(real_run, tmp_path / "run", extra=twins + slow)
+    render(run)
+    png = tmp_path / "top.png"
+    log = screenshot(run / "report.html", png)
+    assert not [ln for ln in log.splitlines() if PAGE_ERROR.search(ln)]
+    pixels = imread(png)[..., :3]
+    answer_rows = np.flatnonzero(_pixels_of(pixels, ANSWER_BG).sum(axis=1) > 600)  # the box spans the page width
+    assert answer_rows.size and answer_rows[0] < 200, "the answer box is not at the top of the page"
+    fastest = _pixels_of(pixels, FASTEST_BG)
+    assert fastest.sum() > 500, "no highlighted fastest cell on the first screen"
+    assert np.flatnonzero(fastest.any(axis=1))[0] > answer_rows[-1]  # the tables come after the answer

@@ -70,6 +70,15 @@ def test_overrides_win_and_are_blamed_on_the_command_line() -> None:
         parse_set(["batch"])
 
 
+def test_set_impls_takes_default_all_or_a_list_as_docs_matrix_says() -> None:
+    base = "frameworks: [torch]\nhidden: [8]\n"
+    assert parse_matrix(base, "m.yaml", parse_set(["impls=all"])).impls == "all"
+    assert parse_matrix(base, "m.yaml", parse_set(["impls=default"])).impls == "default"
+    assert parse_matrix(base, "m.yaml", parse_set(["impls=[loop, fused]"])).impls == ("loop", "fused")
+    with pytest.raises(InputError, match="command line: key 'impls'"):
+        parse_matrix(base, "m.yaml", parse_set(["impls=3"]))
+
+
 def test_anchor_bomb_is_refused_quickly() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 9):

@@ -4,6 +4,7 @@ failures, the baseline, % of peak and the warnings."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,9 @@ def test_original_table_has_every_2016_row_in_order_then_ours(real_run: Path, tm
     assert header == ["framework", *(f"hidden-{h}" for h in hidden), "note"]
     base = load_baseline()
     assert [r[0] for r in body[:6]] == [base.labels[name] for name in base.rows]
-    for row in body[:6]:
-        assert row[1:-1] == ["not run"] * len(hidden)
-        assert row[-1], "a 2016 row that did not run must say why"
+    for row in body[:6]:  # this run's plan is numpy-reference alone: each 2016 row says so once, and why
+        assert row[1:-1] == ["not in this run", *[""] * (len(hidden) - 1)]
+        assert row[-1].startswith("not in this run's plan (images/"), row[-1]
     ours = body[6]
     assert ours[0] == records[0].label
     assert ours[1:-1] == [fmt_ms(pooled_median(list(records), h)) for h in hidden]
@@ -173,17 +174,67 @@ def test_percent_of_peak_only_for_known_gpus(real_run: Path, tmp_path: Path, gpu
     assert ("not in the peak table: no % of peak" in (run / "report.md").read_text()) is not known
 
 
-def test_overlapping_intervals_are_flagged_as_unrankable(real_run: Path, tmp_path: Path) -> None:
+def test_the_answer_comes_first_and_a_tie_is_said_in_its_size_line(real_run: Path, tmp_path: Path) -> None:
     render(real_run, tmp_path / "alone")
-    assert "cannot rank" not in (tmp_path / "alone" / "report.md").read_text()
+    alone = (tmp_path / "alone" / "report.md").read_text()
+    assert "; tied with" not in alone and alone.count(", the only one timed") == len({r.hidden for r in
+                                                                                   load_run(real_run).records})
     records = load_run(real_run).records
+    # The same real measurements filed under a second framework: identical intervals, a tie at every size.
     twins = [as_framework(r, "numpy-twin", "numpy twin") for r in records]
     run = derived_run(real_run, tmp_path / "run", extra=twins)
     render(run)
     md = (run / "report.md").read_text()
+    answer = md.split("## Fastest per hidden size", 1)[1].split("\n## ", 1)[0]
+    assert md.index("## Fastest per hidden size") < md.index("## Milliseconds per batch")  # before every table
+    lines = [ln for ln in answer.splitlines() if ln.startswith("- ")]
+    assert len(lines) == len(records)  # one line per size, no pairwise warnings left
+    for rec, line in zip(sorted(records, key=lambda r: r.hidden), lines, strict=True):
+        assert line.startswith(f"- hidden-{rec.hidden}: fastest "), line
+        assert "tied with" in line and "1.00×" in line and "cannot rank them" in line, line
+    assert md.count("cannot rank them") == len(records) + 1  # the lines and the intro; no pairwise warnings
+
+
+def test_the_answer_ranks_by_median_and_gives_the_others_as_multiples(real_run: Path, tmp_path: Path) -> None:
+    records = load_run(real_run).records
+    # A slower twin: every real batch time scaled by 100 (an interval far from the original one).
+    slow = [as_framework(r, "numpy-slow", "numpy slow", workload=r.workload.model_copy(
+        update={"times_ms": [100 * t for t in r.workload.times_ms]})) for r in records if r.workload]
+    run = derived_run(real_run, tmp_path / "run", extra=slow)
+    render(run)
+    md = (run / "report.md").read_text()
     for rec in records:
-        assert f"hidden-{rec.hidden}: " in md
-    assert md.count("this run cannot rank them") == len(records)
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"- hidden-{rec.hidden}: "))
+        assert f"fastest {rec.label} (" in line and "then numpy slow 100.00×" in line and "tied" not in line, line
+    relative = md_section_table(md, "Relative to the fastest")
+    assert relative[1] == [records[0].label, *["1.00×"] * len(records)]
+    assert relative[2] == ["numpy slow", *["100.00×"] * len(records)]
+    html = (run / "report.html").read_text()
+    fastest = re.findall(r'<td class="num fastest">([^<]*)</td>', html)
+    # The fastest cell of every column, in the ms table and in the relative view; never the slow twin's.
+    assert fastest == [fmt_ms(pooled_median([r], r.hidden)) for r in records] + ["1.00×"] * len(records)
+    assert 'class="num tied"' not in html
+
+
+@pytest.mark.parametrize("state", ["complete", "interrupted"])
+def test_a_subset_run_says_not_in_this_run_and_interrupted_only_when_it_was(real_run: Path, tmp_path: Path,
+                                                                             state: str) -> None:
+    # As `--only numpy-reference,keras:jax` records it: keras planned with its jax variant only.
+    matrix = {**json.loads((real_run / "manifest.json").read_text())["matrix"],
+              "frameworks": [{"name": "numpy-reference"}, {"name": "keras", "variants": ["jax"]}, "theano"]}
+    run = derived_run(real_run, tmp_path / "run", manifest={"matrix": matrix, "state": state})
+    render(run)
+    rows = {r[0]: r for r in md_section_table((run / "report.md").read_text(), "Milliseconds per batch")[1:]}
+    keras_tf = rows["keras (tensorflow)"]
+    assert keras_tf[1] == "not in this run" and set(keras_tf[2:-1]) <= {""}, keras_tf  # said once
+    assert keras_tf[-1] == "not in this run's plan (images/keras (variant tensorflow) continues it)"
+    theano = rows["Theano"]  # planned, no cell recorded
+    if state == "interrupted":
+        assert theano[1:-1] == ["not run"] * (len(theano) - 2)
+        assert "the run was interrupted before a cell of it finished" in theano[-1], theano
+    else:
+        assert "interrupted" not in theano[-1] and "no cell of it is recorded (run complete)" in theano[-1], theano
+    assert all("interrupted" not in r[-1] for name, r in rows.items() if name != "Theano")
 
 
 def test_the_records_are_the_truth_and_the_index_is_reconciled(real_run: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.frameworks import Framework, discover
+from orchestrator.frameworks import BUILD_CONSTRAINTS, Framework, discover
 from orchestrator.imagecheck.findings import ERROR, INFO, WARNING, Finding, ImageCheck, _rel
 from orchestrator.imagecheck.requirements import _Indexes, _option, _pin_of, _read_requirements, _requirement_lines
 from orchestrator.imagecheck.syntax import (
@@ -43,6 +43,8 @@ DEFAULT_GLIBC = (2, 35)
 # its Python 3.10 (NVIDIA's release notes, e.g. MXNet 24.05/24.06); other releases are not assumed.
 NGC_RE = re.compile(r"nvcr\.io/nvidia/[^:/@]+:(\d\d)\.(\d\d)-py3")
 NGC_UBUNTU_2204 = ((23, 1), (24, 9))
+# A drop-in's build-time pins (setuptools for a setup.py that imports pkg_resources): orchestrator/venvs.py.
+CONSTRAINT_USE = re.compile(r"\bPIP_(?:BUILD_)?CONSTRAINT=|--build-constraint\b")
 BUILDKIT_FLAGS = ("--mount", "--network", "--security", "--link", "--parents", "--exclude")
 
 
@@ -128,7 +130,8 @@ class _Scan:
                              "builder (docker-py)")
                 new = _copied_files(self.root, ins, vals, self.workdir, self.out, self.df)
                 self.image_files.update(new)
-                self.req_files += [f for f in new.values() if re.fullmatch(r"requirements.*\.txt", f.name)]
+                self.req_files += [f for f in new.values() if re.fullmatch(r"requirements.*\.txt", f.name)
+                                   or f.name == BUILD_CONSTRAINTS]
             elif ins.keyword == "RUN":
                 self.run(ins, vals)
 
@@ -281,6 +284,21 @@ class _Scan:
                      "(Ubuntu 22.04)")
         return python
 
+    def check_build_constraints(self, fw: Framework, instructions: list[Instruction]) -> None:
+        """images/<name>/build-constraints.txt, when it constrains anything, is copied in and applied to pip's
+        isolated builds (docs/adding-a-framework.md, "Build constraints"); its pins are checked like the rest."""
+        path = fw.build_constraints
+        if path is None or not _requirement_lines(path):
+            return
+        rel = _rel(self.root, path)
+        if path.resolve() not in {f.resolve() for f in self.image_files.values()}:
+            self.add(1, ERROR, f"{rel} is not copied into the image: pip would build its sdists with today's "
+                     "setuptools (COPY it and set PIP_CONSTRAINT and PIP_BUILD_CONSTRAINT on the pip install)")
+            self.req_files.append(path)
+        elif not any(ins.keyword in {"RUN", "ENV"} and CONSTRAINT_USE.search(ins.args) for ins in instructions):
+            self.add(1, ERROR, f"{rel} is copied but not applied: no RUN or ENV sets PIP_CONSTRAINT / "
+                     "PIP_BUILD_CONSTRAINT or passes --build-constraint")
+
     def collect_pins(self, python: str | None) -> None:
         glibc = self.glibc or DEFAULT_GLIBC
         seen: set[Path] = set()
@@ -324,6 +342,7 @@ def check_image(root: Path, fw: Framework, variant: str | None = None, flavour: 
                  "variant builds the same image")
     scan.walk(instructions)
     scan.check_runtime(fw.workload_module)
+    scan.check_build_constraints(fw, instructions)
     scan.collect_pins(scan.image_python(fw.meta.python))
     # Lines past the Dockerfile's own are the shared tail's.
     own_lines = len(text.rstrip("\n").splitlines()) + 1

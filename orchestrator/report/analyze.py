@@ -3,7 +3,6 @@ efficiency and equivalence, and the warnings a reader must see."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,9 +12,8 @@ from orchestrator.report import peaks
 from orchestrator.report.baseline import Baseline, BaselineCell, load_baseline, original_row_for
 from orchestrator.report.equivalence import Equivalence, Oracle
 from orchestrator.report.flops import flops_for_params, tflops_per_s
-from orchestrator.report.fmt import fmt_ms
 from orchestrator.report.load import LoadedRun, workload_times
-from orchestrator.report.stats import CONFIDENCE, TimeStats, describe, overlaps
+from orchestrator.report.stats import CONFIDENCE, TimeStats, describe
 from orchestrator.results import CellRecord, Status
 from orchestrator.validity import flags as validity_flags
 
@@ -97,6 +95,7 @@ class Missing2016:
     row: str
     label_2016: str
     why: str
+    in_plan: bool = False  # this run's plan had cells for it (and none finished); else it was not in this run
 
 
 @dataclass
@@ -202,42 +201,52 @@ def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, An
     return g
 
 
-def _matrix_frameworks(manifest: dict[str, Any]) -> set[str] | str | None:
-    """Framework names the run's matrix asked for; "all"; or None when the manifest does not say."""
+def _planned(manifest: dict[str, Any]) -> set[tuple[str, str | None]] | str | None:
+    """(framework, variant) pairs the run's plan (its matrix, --only included) asked for, variant None meaning
+    all of that framework's variants; "all"; or None when the manifest does not say."""
     fws = (manifest.get("matrix") or {}).get("frameworks")
     if fws == "all":
         return "all"
     if not isinstance(fws, list):
         return None
-    return {f["name"] if isinstance(f, dict) else str(f).partition(":")[0] for f in fws}
+    out: set[tuple[str, str | None]] = set()
+    for f in fws:
+        if isinstance(f, dict):
+            out.update((str(f.get("name")), v) for v in (f.get("variants") or [None]))
+        else:
+            name, _, variant = str(f).partition(":")
+            out.add((name, variant or None))
+    return out
 
 
 def _missing(rows: list[Row], run: LoadedRun, frameworks: dict[str, Framework],
              baseline: Baseline) -> list[Missing2016]:
-    asked = _matrix_frameworks(run.manifest)
+    asked = _planned(run.manifest)
+    state = run.manifest.get("state")
     out = []
     for name in baseline.rows:
         if any(r.original_row == name for r in rows):
             continue
         candidates = [
-            fw.name for fw in frameworks.values()
+            (fw, variant) for fw in frameworks.values()
             for variant in (fw.meta.variants or (None,))
             if original_row_for(fw.row_label(variant), fw, variant, baseline) == name
         ]
+        shown = ", ".join(f"images/{fw.name}" + (f" (variant {v})" if v else "") for fw, v in candidates)
+        planned = asked is None or asked == "all" or any(  # unknown plan: shown as "not run", as before
+            (fw.name, v) in asked or (fw.name, None) in asked for fw, v in candidates)
         if not candidates:
-            why = "no framework in images/ continues this row"
+            why, planned = "no framework in images/ continues this row", False
         elif asked is None:
-            why = f"no cell of {', '.join(candidates)} in this run (its manifest does not say what was asked)"
-        elif asked != "all" and not set(candidates) & set(asked):
-            why = f"not in this run's matrix ({', '.join(f'images/{c}' for c in candidates)} continues it)"
+            why = f"no cell of {shown} in this run (its manifest does not say what was planned)"
+        elif not planned:
+            why = f"not in this run's plan ({shown} continues it)"
+        elif state == "interrupted":
+            why = f"in this run's plan ({shown}), but the run was interrupted before a cell of it finished"
         else:
-            why = f"in the matrix ({', '.join(candidates)}) but no cell of it finished (interrupted run?)"
-        out.append(Missing2016(name, baseline.labels[name], why))
+            why = f"in this run's plan ({shown}), but no cell of it is recorded (run {state or 'state unknown'})"
+        out.append(Missing2016(name, baseline.labels[name], why, planned))
     return out
-
-
-def _ci(s: TimeStats) -> str:
-    return f"{fmt_ms(s.median)} ms, 95% CI {fmt_ms(s.ci_low)}–{fmt_ms(s.ci_high)}"
 
 
 def _warnings(a: Analysis) -> list[str]:
@@ -246,9 +255,6 @@ def _warnings(a: Analysis) -> list[str]:
     if len(precisions) > 1:
         out.append(f"this run mixes precisions ({', '.join(precisions)}): cells are compared and ranked only within "
                    "one precision; a faster cell of another precision is faster partly because of its arithmetic")
-    for h in a.hidden:
-        for precision in precisions:
-            out.extend(_overlaps(a, h, precision))
     few = [g for g in a.groups.values() if g.stats and g.stats.ci_coverage < CONFIDENCE]
     if few:
         cells = ", ".join(f"{g.row.label} hidden-{g.hidden} (n={g.stats.n})" for g in few if g.stats)
@@ -270,13 +276,8 @@ def _warnings(a: Analysis) -> list[str]:
     return out
 
 
-def _overlaps(a: Analysis, h: int, precision: str) -> list[str]:
-    """Neighbours in speed whose intervals overlap, among the cells of one precision (never across precisions)."""
-    out = []
-    ranked = sorted((g for (_, gh), g in a.groups.items() if gh == h and g.stats and g.precision == precision),
-                    key=lambda g: g.median or 0)
-    for x, y in itertools.pairwise(ranked):
-        if x.stats and y.stats and overlaps(x.stats, y.stats):
-            out.append(f"hidden-{h}: {x.row.label} ({_ci(x.stats)}) and {y.row.label} ({_ci(y.stats)}) overlap: "
-                       "this run cannot rank them")
-    return out
+def ranked(a: Analysis, h: int, precision: str) -> list[Group]:
+    """The timed cells of one size and precision, fastest median first (cells of two precisions are never ranked
+    against each other: a faster one would be faster partly because of its arithmetic)."""
+    return sorted((g for (_, gh), g in a.groups.items() if gh == h and g.stats and g.precision == precision),
+                  key=lambda g: g.median or 0)

@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from orchestrator.report.analyze import Analysis
 from orchestrator.report.markdown import summary_line
-from orchestrator.report.tables import NOT_RUN, Table
+from orchestrator.report.tables import ANSWER_INTRO, NOT_IN_RUN, NOT_RUN, Table, answer_lines
 from orchestrator.results import Status
 from orchestrator.text import visible
 
@@ -26,11 +26,16 @@ def _environment() -> Environment:
 
 
 def _classify(table: str, column: int, text: str) -> str:
-    if text == NOT_RUN:
+    if text in (NOT_RUN, NOT_IN_RUN):
         return "notrun"
-    if table in {"original", "detail"} and text in _FAIL_WORDS:
+    if table in {"original", "relative", "detail"} and text in _FAIL_WORDS:
         return "fail"
     return "num" if column > 0 and _NUMERIC.fullmatch(text) and any(c.isdigit() for c in text) else ""
+
+
+def cell_class(t: Table, row: int, column: int, text: str) -> str:
+    """The CSS classes of one table cell: its kind (number, failure, not run) and its mark (fastest, tied)."""
+    return " ".join(c for c in (_classify(t.key, column, text), t.marks.get((row, column), "")) if c)
 
 
 def data_uri(png: Path) -> str:
@@ -46,10 +51,12 @@ def render_html(a: Analysis, title: str, tables: list[Table], plots: list[tuple[
     return template.render(
         title=title,
         summary=summary_line(a),
+        answer_intro=ANSWER_INTRO,
+        answers=answer_lines(a),
         warnings=a.warnings,
         tables={t.key: t for t in tables},
         caveats=caveats,
         plots=[{"caption": caption, "data_uri": data_uri(path)} for path, caption in plots],
         skipped=skipped,
-        classify=_classify,
+        cell_class=cell_class,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.report.analyze import Analysis
-from orchestrator.report.tables import Table
+from orchestrator.report.tables import ANSWER_INTRO, Table, answer_lines
 from orchestrator.text import md_text
 
 
@@ -36,9 +36,12 @@ def render_markdown(a: Analysis, title: str, tables: list[Table], plots: list[tu
     by_key = {t.key: t for t in tables}
     out = [f"# {md_escape(title)}", ""]
     out.append(md_escape(summary_line(a)) + "\n")
+    out += ["## Fastest per hidden size", "", md_escape(ANSWER_INTRO), ""]
+    out += [f"- {md_escape(line)}" for line in answer_lines(a)] + [""]
     if a.warnings:
         out += ["## Warnings", ""] + [f"- {md_escape(w)}" for w in a.warnings] + [""]
     out.append(section(by_key["original"]))
+    out.append(section(by_key["relative"]))
     for key in ("baseline",):
         out.append(section(by_key[key]))
     out.append(caveats_md(a))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row
+from orchestrator.matrix import PRECISIONS
+from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row, ranked
 from orchestrator.report.equivalence import TOLERANCES
 from orchestrator.report.fmt import fmt_ms, fmt_pct, fmt_x
-from orchestrator.report.stats import MODIFIED_Z_LIMIT
+from orchestrator.report.stats import MODIFIED_Z_LIMIT, overlaps
 
 NOT_RUN = "not run"
+NOT_IN_RUN = "not in this run"
+FASTEST, TIED = "fastest", "tied"  # marks of a table cell (report.html highlights them)
 REASON_CHARS = 600
 
 
@@ -22,6 +26,7 @@ class Table:
     rows: list[list[str]]
     intro: str = ""
     notes: list[str] = field(default_factory=list)
+    marks: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> FASTEST or TIED
 
 
 def one_line(text: str | None, limit: int = REASON_CHARS) -> str:
@@ -37,12 +42,113 @@ def cell_text(g: Group | None) -> str:
     return g.word
 
 
+@dataclass
+class Standing:
+    """Who is fastest at one hidden size and precision: the timed cells, fastest median first."""
+
+    hidden: int
+    precision: str
+    ranked: list[Group]
+
+    def ratio(self, g: Group) -> float | None:
+        """g's median time as a multiple of the fastest's (1.50 = takes 1.5 times as long)."""
+        best = self.ranked[0].median
+        return g.median / best if g.median is not None and best else None
+
+    def tied(self, g: Group) -> bool:
+        """g's 95% interval overlaps the fastest's: this run cannot say which of the two is faster."""
+        best = self.ranked[0]
+        return g is not best and g.stats is not None and best.stats is not None and overlaps(g.stats, best.stats)
+
+
+def standings(a: Analysis) -> list[Standing]:
+    """One per hidden size and precision of the run (the sizes in order; precisions fp32, tf32, bf16)."""
+    present = {g.precision for g in a.groups.values()}
+    precisions = [p for p in PRECISIONS if p in present] + sorted(present - set(PRECISIONS)) or ["fp32"]
+    return [Standing(h, p, ranked(a, h, p)) for h in a.hidden for p in precisions
+            if len(precisions) == 1 or any(g.precision == p and g.hidden == h for g in a.groups.values())]
+
+
+def _with_ratio(s: Standing, g: Group) -> str:
+    return f"{g.row.label} {fmt_x(s.ratio(g))}"
+
+
+def answer_line(s: Standing, name_precision: bool) -> str:
+    """`hidden-512: fastest torch (12.3 ms); tied with jax 1.02× (...); then keras (jax) 1.80× ≈ mxnet 1.85×`."""
+    where = f"hidden-{s.hidden}" + (f", {s.precision}" if name_precision else "")
+    if not s.ranked:
+        return f"{where}: no framework finished ok"
+    best = s.ranked[0]
+    parts = [f"{where}: fastest {best.row.label} ({fmt_ms(best.median)} ms)"]
+    if len(s.ranked) == 1:
+        return parts[0] + ", the only one timed"
+    tied = [g for g in s.ranked[1:] if s.tied(g)]
+    rest = [g for g in s.ranked[1:] if not s.tied(g)]
+    if tied:
+        parts.append(f"tied with {', '.join(_with_ratio(s, g) for g in tied)} "
+                     "(95% intervals overlap: this run cannot rank them)")
+    if rest:
+        chain = _with_ratio(s, rest[0])
+        for prev, g in itertools.pairwise(rest):
+            close = prev.stats is not None and g.stats is not None and overlaps(prev.stats, g.stats)
+            chain += (" ≈ " if close else ", ") + _with_ratio(s, g)
+        parts.append(f"then {chain}")
+    return "; ".join(parts)
+
+
+def answer_lines(a: Analysis) -> list[str]:
+    """The report's first answer: one line per hidden size (and precision, when the run has several)."""
+    found = standings(a)
+    several = len({s.precision for s in found}) > 1
+    return [answer_line(s, several) for s in found]
+
+
+ANSWER_INTRO = ("Per hidden size, among the cells timed ok: the fastest by median time per batch, and every other "
+                "framework as a multiple of its time (1.50× = takes 1.5 times as long). Tied, and ≈ between two "
+                "neighbours: their 95% intervals of the median overlap, so this run cannot rank them. Cells of "
+                "different precisions are never ranked against each other.")
+
+
+def _mark(a: Analysis, rows: list[Row | Missing2016]) -> dict[tuple[int, int], str]:
+    """(row, column) of the fastest cell of each hidden column (per precision) and of the cells tied with it."""
+    index = {id(item): i for i, item in enumerate(rows)}
+    marks: dict[tuple[int, int], str] = {}
+    for s in standings(a):
+        column = 1 + a.hidden.index(s.hidden)
+        for g in s.ranked:
+            kind = FASTEST if g is s.ranked[0] else TIED if s.tied(g) else None
+            if kind and id(g.row) in index:
+                marks[(index[id(g.row)], column)] = kind
+    return marks
+
+
+def relative_table(a: Analysis) -> Table:
+    """The original table's rows and columns, each timed cell as a multiple of its column's fastest."""
+    by_key = {(s.hidden, s.precision): s for s in standings(a)}
+    rows = []
+    for row in a.rows:
+        cells = []
+        for h in a.hidden:
+            g = a.group(row, h)
+            s = by_key.get((h, row.key[3]))
+            cells.append(fmt_x(s.ratio(g)) if g is not None and g.stats and s and s.ranked else cell_text(g))
+        rows.append([row.label, *cells])
+    return Table("relative", "Relative to the fastest of each column",
+                 ["framework", *(f"hidden-{h}" for h in a.hidden)], rows,
+                 "Median time per batch as a multiple of the fastest cell of the same hidden size and precision "
+                 "(1.00× = the fastest; highlighted: the fastest, and lighter, the cells tied with it).",
+                 marks=_mark(a, list(a.rows)))
+
+
 def original_table(a: Analysis) -> Table:
     headers = ["framework", *(f"hidden-{h}" for h in a.hidden), "note"]
     rows, notes = [], []
-    for item in a.table_rows():
+    items = a.table_rows()
+    for item in items:
         if isinstance(item, Missing2016):
-            rows.append([item.label_2016, *([NOT_RUN] * len(a.hidden)), item.why])
+            # Not in this run's plan: said once, not as a "not run" in every column.
+            cells = [NOT_RUN] * len(a.hidden) if item.in_plan else [NOT_IN_RUN, *([""] * (len(a.hidden) - 1))]
+            rows.append([item.label_2016, *cells, item.why])
             continue
         row: Row = item
         cont = f"continues 2016 '{a.baseline.labels[row.original_row]}'" if row.original_row else "not in 2016"
@@ -51,7 +157,7 @@ def original_table(a: Analysis) -> Table:
         notes.append("† some repeats of this cell failed; the median pools the ok ones (see Failures).")
     return Table("original", "Milliseconds per batch, in the 2016 table's shape", headers, rows,
                  "Median time of one forward + backward + SGD update on a batch; failed cells show the 2016 "
-                 "table's words. Every row of the 2016 table is listed, in its order.", notes)
+                 "table's words. Every row of the 2016 table is listed, in its order.", notes, _mark(a, items))
 
 
 def baseline_table(a: Analysis) -> Table:
@@ -214,5 +320,5 @@ def versions_table(a: Analysis) -> Table:
 def all_tables(a: Analysis) -> list[Table]:
     from orchestrator.report.machine import machine_table  # it builds on this module's Table
 
-    return [original_table(a), baseline_table(a), detail_table(a), failure_table(a), peak_table(a),
+    return [original_table(a), relative_table(a), baseline_table(a), detail_table(a), failure_table(a), peak_table(a),
             machine_table(a), versions_table(a), manifest_table(a.run.manifest)]
