@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row
+from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row, processes_line
 from orchestrator.report.equivalence import TOLERANCES
 from orchestrator.report.fmt import fmt_ms, fmt_pct, fmt_x
 from orchestrator.report.stats import MODIFIED_Z_LIMIT
@@ -48,7 +48,9 @@ def original_table(a: Analysis) -> Table:
         cont = f"continues 2016 '{a.baseline.labels[row.original_row]}'" if row.original_row else "not in 2016"
         rows.append([row.label, *(cell_text(a.group(row, h)) for h in a.hidden), cont])
     if any(g.failures and g.stats for g in a.groups.values()):
-        notes.append("† some repeats of this cell failed; the median pools the ok ones (see Failures).")
+        notes.append("† some repeats of this cell failed; the number rests on the ok ones (see Failures).")
+    if line := processes_line(a):
+        notes.append(line)
     return Table("original", "Milliseconds per batch, in the 2016 table's shape", headers, rows,
                  "Median time of one forward + backward + SGD update on a batch; failed cells show the 2016 "
                  "table's words. Every row of the 2016 table is listed, in its order.", notes)
@@ -119,8 +121,10 @@ def detail_table(a: Analysis) -> Table:
                 fmt_pct(g.pct_peak), _equivalence_text(g), _params_text(g),
             ])
     intro = (
-        "Statistics pool every timed batch of every ok repeat. 95% CI: distribution-free order-statistic interval "
-        f"of the median. CV: standard deviation / mean. Outliers: |modified z| > {MODIFIED_Z_LIMIT} (MAD based). "
+        "Repeats: fresh processes (containers), the unit of evidence. Median ms: with 2+ ok repeats the geometric "
+        "mean of their medians, 95% CI Student's t over them (log scale); with one, that process's median and the "
+        "distribution-free order-statistic interval of its batches. Batches, CV (standard deviation / mean) and "
+        f"outliers (|modified z| > {MODIFIED_Z_LIMIT}, MAD based) describe the timed batches of the ok repeats. "
         "Steady ms: the same timed steps queued back to back with one sync at the end, per batch (median ms syncs "
         "after every step). TFLOP/s: analytic FLOPs of one training step / median time. % of peak: against the "
         "GPU's datasheet dense peak of the cell's own precision (fp32, TF32 or bf16; blank: CPU cell, or a GPU or "
