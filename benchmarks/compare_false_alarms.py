@@ -4,7 +4,8 @@ slowed copy of the workload compared with them (detections).
 Both kinds of run are real: the numpy-reference workload through the CLI with the local runner on the CPU
 (`--python current`, so no environment is created), at tiny sizes. The slowed copy is a throw-away project copy
 whose workloads/numpy_reference.py runs the forward pass twice per training step (the extra forward's result is
-discarded, so losses and the checks are unchanged): about 1.3x slower. It is a fixture of this script, never a
+discarded, so losses and the checks are unchanged): 1.4-1.7x slower at the default sizes; --extra-forward 0.5
+runs the extra forward over half of each sequence only, about 1.25x. It is a fixture of this script, never a
 change to the real workload. Runs of the two kinds alternate in time so that machine drift hits both.
 
 Every identical pair (N choose 2) and every (slowed, identical) pair is compared with `python -m orchestrator
@@ -12,8 +13,9 @@ compare` of the code under --compare-code (default: this checkout), so the same 
 version of compare (e.g. a checkout of main). Prints one line per comparison, the false-alarm and detection counts,
 the measured slowdown, the per-process spread, and the load average seen while the runs were made.
 
-usage: python benchmarks/compare_false_alarms.py [--runs 5] [--slowed 3] [--repeats 3] [--hidden 32,64]
-           [--batch 16] [--seq-len 16] [--iters 30] [--threads 1] [--out DIR] [--reuse] [--compare-code PATH]
+usage: python benchmarks/compare_false_alarms.py [--runs 5] [--slowed 3] [--repeats 3] [--hidden 16,32]
+           [--batch 8] [--seq-len 16] [--iters 500] [--extra-forward 1.0] [--threads 1] [--out DIR] [--reuse]
+           [--compare-code PATH]
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ CHANGE_WORDS = ("REGRESSION", "improvement")
 SLOW_PATCH = '''
 
 _one_step = NumpyLSTM.step
+_EXTRA_STEPS = {share!r}  # share of the sequence the extra forward covers (1.0: the whole forward again)
 
 
 def _forward_twice(self: NumpyLSTM, tokens: np.ndarray, labels: np.ndarray) -> float:
-    self.forward(tokens, labels)  # compare_false_alarms.py: the deliberate slowdown, result discarded
+    t = max(1, round(tokens.shape[1] * _EXTRA_STEPS))
+    self.forward(tokens[:, :t], labels)  # compare_false_alarms.py: the deliberate slowdown, result discarded
     return _one_step(self, tokens, labels)
 
 
@@ -51,7 +55,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MAIN_GUARD = '\nif __name__ == "__main__":'
 
 
-def make_project(dest: Path, slowed: bool) -> Path:
+def make_project(dest: Path, slowed: bool, share: float = 1.0) -> Path:
     """A runnable copy of this checkout (orchestrator, workloads, numpy-reference); optionally the slowed one."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("orchestrator", "workloads"):
@@ -63,7 +67,7 @@ def make_project(dest: Path, slowed: bool) -> Path:
         text = module.read_text()
         if MAIN_GUARD not in text:
             raise SystemExit(f"{module}: no main guard to insert the slowdown before")
-        module.write_text(text.replace(MAIN_GUARD, SLOW_PATCH + MAIN_GUARD, 1))
+        module.write_text(text.replace(MAIN_GUARD, SLOW_PATCH.format(share=share) + MAIN_GUARD, 1))
     return dest
 
 
@@ -94,15 +98,26 @@ def verdicts(code: Path, run_a: Path, run_b: Path) -> list[str]:
     return list(itertools.takewhile(bool, lines[start:]))
 
 
-def process_medians(run: Path) -> dict[int, list[float]]:
-    """hidden -> the median ms of each repeat (fresh process) of the run."""
+def process_medians(run: Path, steps: int | None = None) -> dict[int, list[float]]:
+    """hidden -> the median ms of each repeat (fresh process) of the run, over its first `steps` timed steps."""
     out: dict[int, list[float]] = {}
     for line in (run / "results.jsonl").read_text().splitlines():
         rec = json.loads(line)
         times = (rec.get("workload") or {}).get("times_ms") or []
         if times:
-            out.setdefault(rec["hidden"], []).append(statistics.median(times))
+            out.setdefault(rec["hidden"], []).append(statistics.median(times[:steps]))
     return out
+
+
+def spread_by_steps(runs: list[Path], steps: tuple[int, ...]) -> None:
+    """Run-to-run spread (CV of process medians) had each process timed only its first k steps: what more iters
+    buy, against what more repeats buy (docs/report.md, "Choosing repeats")."""
+    for k in steps:
+        cvs = []
+        for hidden in process_medians(runs[0]):
+            ms = [m for run in runs for m in process_medians(run, k).get(hidden, [])]
+            cvs.append(f"hidden {hidden} {100 * statistics.stdev(ms) / statistics.fmean(ms):.1f}%")
+        print(f"CV of process medians over the first {k} timed steps: {', '.join(cvs)}")
 
 
 def main() -> int:
@@ -110,10 +125,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="runs of the identical code (all pairs compared)")
     ap.add_argument("--slowed", type=int, default=3, help="runs of the slowed copy (each compared with every run)")
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per cell in each run")
-    ap.add_argument("--hidden", default="32,64")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--hidden", default="16,32")
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=16)
-    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--iters", type=int, default=500, help="timed steps per process (a process of ~0.5 s spans "
+                    "more of the machine's bursts, so its median wanders less)")
+    ap.add_argument("--extra-forward", type=float, default=1.0, help="the slowed copy's extra forward covers this "
+                    "share of each sequence (1.0: the forward done twice; 0.5: about 1.25x at the default sizes)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads per workload process (0: the library's "
                     "default)")
     ap.add_argument("--out", type=Path, help="where the runs go (default: a new temporary directory)")
@@ -125,7 +143,8 @@ def main() -> int:
     slow = [out / f"slowed-{i + 1}" for i in range(opts.slowed)]
     if not opts.reuse:
         out.mkdir(parents=True, exist_ok=True)
-        plain, slowed = make_project(out / "project", False), make_project(out / "project-slowed", True)
+        plain = make_project(out / "project", False)
+        slowed = make_project(out / "project-slowed", True, opts.extra_forward)
         loads: list[float] = []
         for i in range(max(opts.runs, opts.slowed)):  # alternate, so drift in the machine's state hits both kinds
             if i < len(same):
@@ -166,6 +185,10 @@ def main() -> int:
         ratio = math.exp(statistics.fmean(map(math.log, sm))) / gm if sm else float("nan")
         print(f"hidden {k}: {len(ms)} processes of identical code, median ms {min(ms):.3f}-{max(ms):.3f}, "
               f"CV of process medians {100 * cv:.1f}%; slowed/identical {ratio:.3f}")
+    spread_by_steps(same, (*(k for k in (30, 50, 100, 200) if k < opts.iters), opts.iters))
+    lines = [ln for run in same for ln in (run / "results.jsonl").read_text().splitlines()]
+    durations = [json.loads(ln)["duration_s"] for ln in lines]
+    print(f"cost: {statistics.median(durations):.2f} s per process (median; start-up included)")
     if loads:
         print(f"load average (1 min) while running: {min(loads):.2f}-{max(loads):.2f} on {os.cpu_count()} CPUs")
     return 0
