@@ -223,10 +223,14 @@ def test_repeats_that_differ_are_ranked(tmp_path: Path) -> None:
 
 
 def test_one_process_per_cell_is_said(real_run: Path, tmp_path: Path) -> None:
-    render(real_run, tmp_path)
-    md = (tmp_path / "report.md").read_text()
-    assert "2 cell(s) rest on one fresh process" in md and "--set repeats=3" in md
-    assert "Each number rests on 1 fresh process (2 cells)" in md
+    render(real_run, tmp_path / "alone")  # one framework: nothing is ranked, only the table's note says it
+    md = (tmp_path / "alone" / "report.md").read_text()
+    assert "rest on one fresh process" not in md and "Each number rests on 1 fresh process (2 cells)" in md
+    twins = [as_framework(r, "numpy-twin", "numpy twin") for r in load_run(real_run).records]
+    run = derived_run(real_run, tmp_path / "run", extra=twins)
+    render(run)
+    md = (run / "report.md").read_text()
+    assert "4 cell(s) rest on one fresh process" in md and "--set repeats=3 to rank them" in md
 
 
 def test_a_bad_results_line_is_an_input_error(real_run: Path, tmp_path: Path) -> None:

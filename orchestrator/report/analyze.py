@@ -271,8 +271,12 @@ def _warnings(a: Analysis) -> list[str]:
     for h in a.hidden:
         for precision in precisions:
             out.extend(_overlaps(a, h, precision))
-    single = [g for g in a.groups.values() if g.stats and g.stats.repeats < 2]
-    if single and sum(1 for g in a.groups.values() if g.stats) > 1:
+    ranked: dict[tuple[int, str], list[Group]] = {}
+    for g in a.groups.values():
+        if g.stats:
+            ranked.setdefault((g.hidden, g.precision), []).append(g)
+    single = [g for gs in ranked.values() if len(gs) > 1 for g in gs if g.stats and g.stats.repeats < 2]
+    if single:
         out.append(f"{len(single)} cell(s) rest on one fresh process: their order is checked against their own "
                    "batches only, not against run-to-run spread (rerun with --set repeats=3 to rank them)")
     few = [g for g in a.groups.values() if g.stats and g.stats.ci_coverage < CONFIDENCE]
