@@ -33,7 +33,9 @@ VERDICT_HELP = (
     "no change when it lies within 1/1.05-1.05, and cannot tell otherwise, with the reason: fewer than 2 repeats on "
     "a side (one process per side cannot separate a change from run-to-run noise: run with --set repeats=3 or "
     "more) or an interval too wide for the 5% band (more repeats narrow it). Cells in one run only, or whose status "
-    "changed, say so. Notes flag runs whose settings or machine state differ."
+    "changed, say so. A verdict on cells that ran on a busy host (other processes took their CPUs) says so: the "
+    "machine's state can drift between runs, which repeats within one run cannot see. Notes flag runs whose "
+    "settings or machine state differ."
 )
 Key = tuple[str, str | None, str, int, str]  # framework, variant, impl, hidden, precision
 # Matrix keys that change what a cell measures: a difference makes the comparison suspect.
@@ -44,6 +46,7 @@ _SAME_KEYS = ("batch", "seq_len", "vocab", "classes", "lr", "warmup", "iters", "
 class Side:
     status: str
     stats: TimeStats | None  # over the ok repeats; None when none has times
+    busy: bool = False  # an ok repeat ran while other processes took its CPUs (machine.host_busy)
 
     @property
     def median(self) -> float | None:
@@ -93,7 +96,13 @@ class Row:
             return "only in A", ""
         if self.a.status != self.b.status:
             return f"status {self.a.status} -> {self.b.status}", ""
-        return judge(self.diff) if self.diff else ("", "")
+        if not self.diff:
+            return "", ""
+        verdict, why = judge(self.diff)
+        busy = [side for side, s in (("A", self.a), ("B", self.b)) if s.busy]
+        if busy and not why:  # the machine's state can drift between runs, which repeats within a run cannot see
+            why = f"busy host in {' and '.join(busy)}: other processes took the cells' CPUs; rerun to confirm"
+        return verdict, why
 
     @property
     def verdict(self) -> str:
@@ -130,7 +139,8 @@ def _sides(run: LoadedRun, impls: dict[tuple[str, str | None], set[str]]) -> tup
     for key, recs in pooled.items():
         ok = [r for r in recs if r.status is Status.OK and workload_times(r)]
         stats = describe_repeats([workload_times(r) for r in ok]) if ok else None
-        sides[key] = Side("ok" if ok else recs[0].status.value, stats)
+        busy = any(r.machine and r.machine.host_busy for r in ok)
+        sides[key] = Side("ok" if ok else recs[0].status.value, stats, busy)
     return sides, labels
 
 
@@ -246,8 +256,8 @@ def to_markdown(c: Comparison) -> str:
            "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for row in body:
         cells = [_md(x) for x in row]
-        if row[-1] == "REGRESSION":
-            cells[-1] = "**REGRESSION**"
+        if row[-1].startswith("REGRESSION"):
+            cells[-1] = f"**{cells[-1]}**"
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join([*out, "", *(f"- {_md(s)}" for s in _summary(c))]) + "\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli as run_cli_process
-from report_helpers import make_real_run
+from report_helpers import derived_run, make_real_run
 
 from orchestrator.compare import build, compare, judge, run_cli
 from orchestrator.report.load import load_run
@@ -59,6 +59,22 @@ def test_repeats_on_both_sides_give_a_verdict(tmp_path: Path) -> None:
     (back,) = build(slow, fast).rows
     assert back.verdict == "improvement"
     assert "1 regression(s), 0 improvement(s)" in compare(fast, slow)
+    # The same measurements, with the host's state set plainly: quiet on both sides, then busy in B.
+    quiet_a, quiet_b = (with_host_busy(run, tmp_path / f"quiet-{run.name}", False) for run in (fast, slow))
+    (row,) = build(quiet_a, quiet_b).rows
+    assert (row.verdict, row.reason) == ("REGRESSION", "")
+    (row,) = build(quiet_a, with_host_busy(slow, tmp_path / "busy-b", True)).rows
+    assert row.verdict == "REGRESSION" and row.reason.startswith("busy host in B: ")
+    assert "REGRESSION (busy host in B: other processes took the cells' CPUs; rerun to confirm)" in compare(
+        quiet_a, tmp_path / "busy-b")
+
+
+def with_host_busy(run: Path, dst: Path, busy: bool) -> Path:
+    """A copy of a real run whose records say the host was (not) busy; everything measured stays as it was."""
+    recs = load_run(run).records
+    assert all(r.machine is not None for r in recs)
+    return derived_run(run, dst, replace={r.cell_id: r.model_copy(update={"machine": r.machine.model_copy(
+        update={"host_busy": busy})}) for r in recs if r.machine})
 
 
 def test_one_side_with_one_repeat_cannot_tell(repeated_run: Path, tmp_path: Path) -> None:
