@@ -4,7 +4,7 @@ slowed copy of the workload compared with them (detections).
 Both kinds of run are real: the numpy-reference workload through the CLI with the local runner on the CPU
 (`--python current`, so no environment is created), at tiny sizes. The slowed copy is a throw-away project copy
 whose workloads/numpy_reference.py runs the forward pass twice per training step (the extra forward's result is
-discarded, so losses and the checks are unchanged): 1.4-1.7x slower at the default sizes; --extra-forward 0.5
+discarded, so losses and the checks are unchanged): 1.5-1.8x slower at the default sizes (measured); --extra-forward 0.5
 runs the extra forward over half of each sequence only, about 1.25x. It is a fixture of this script, never a
 change to the real workload. Runs of the two kinds alternate in time so that machine drift hits both.
 
@@ -48,9 +48,9 @@ def _forward_twice(self: NumpyLSTM, tokens: np.ndarray, labels: np.ndarray) -> f
 
 NumpyLSTM.step = _forward_twice  # type: ignore[method-assign]
 '''
-# BLAS threads of the workload processes: with --threads 1 (default) a tiny step is not at the mercy of its own
-# threads spinning against the other helpers' processes on an oversubscribed 2-core machine (measured: process
-# medians 2.2-10.1 ms at hidden 64 with OpenBLAS's default threads, load 7.3-7.9).
+# BLAS threads of the workload processes: with --threads 1 (default) a tiny step does not spin threads against the
+# other helpers' processes on an oversubscribed 2-core machine. The threads alone did not steady it, though:
+# 30-step processes at hidden 64 spread 2.1-10.2 ms with either; the 500-step default window is what did.
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MAIN_GUARD = '\nif __name__ == "__main__":'
 
