@@ -2,7 +2,7 @@
 
     python -m orchestrator MATRIX [options]          run a matrix (same as `run MATRIX`)
     python -m orchestrator report RUN_DIR            re-render the report from stored results
-    python -m orchestrator compare RUN_A RUN_B       per-cell ratios with significance
+    python -m orchestrator compare RUN_A RUN_B       per-cell ratios and verdicts over fresh processes
     python -m orchestrator clean                     remove containers left by a killed run
     python -m orchestrator build MATRIX [options]    build (and --push) the matrix's images, run no cell
     python -m orchestrator new NAME                  scaffold a new framework (docs/adding-a-framework.md)
@@ -382,9 +382,13 @@ def cmd_report(argv: list[str], console: Console) -> int:
 
 
 def cmd_compare(argv: list[str], console: Console) -> int:
+    from orchestrator.compare import VERDICT_HELP, run_cli
+
     p = _Parser(
         prog="python -m orchestrator compare",
-        description="Compare two runs cell by cell: ratio of medians, significance, geometric mean.",
+        description="Compare two runs cell by cell at the level of fresh processes (repeats): B/A with its 95% "
+        "interval, a verdict per cell, geometric mean.",
+        epilog=VERDICT_HELP,
     )
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
@@ -394,8 +398,6 @@ def cmd_compare(argv: list[str], console: Console) -> int:
 
     open_existing(args.run_a)
     open_existing(args.run_b)
-    from orchestrator.compare import run_cli
-
     return run_cli(args.run_a, args.run_b, args.markdown)
 
 

@@ -1,11 +1,12 @@
-"""Compare two runs cell by cell: ratio of medians (B / A), a Mann-Whitney U test on the per-batch times, the
-geometric mean of the ratios, and regressions / improvements (significant and more than 5%).
+"""Compare two runs cell by cell at the level of fresh processes (repeats), and say only what the data supports.
 
     python -m orchestrator compare RUN_A RUN_B [--markdown FILE]
 
-The U test is scipy.stats.mannwhitneyu (two-sided; exact for small samples without ties, otherwise the normal
-approximation with tie and continuity corrections), O(n log n) in the number of batches. Per-batch times of one
-process are not fully independent (warm caches, clocks), so read p as a screen, not as proof.
+A cell's time is the geometric mean of its repeats' medians (one repeat: that process's median); the batches of one
+process give its median only (orchestrator/report/stats.py says why). B/A is the ratio of the two cells' times and
+its 95% interval comes from Welch's t test on the logarithms of the repeats' medians (scipy.stats.ttest_ind), so the
+interval is as wide as the measured run-to-run spread makes it. The verdicts (VERDICT_HELP) need that interval to
+clear a 5% band: a change must be larger than 5% by more than the spread's margin of error to be called one.
 """
 
 from __future__ import annotations
@@ -15,52 +16,64 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
-
 from orchestrator.errors import InputError
 from orchestrator.report.load import LoadedRun, load_run, workload_times
+from orchestrator.report.stats import Difference, TimeStats, describe_repeats, difference
 from orchestrator.results import CellRecord, Status
 from orchestrator.store import write_atomic
 from orchestrator.text import md_text, visible
 
-ALPHA = 0.05
-THRESHOLD = 0.05  # a change must also exceed 5% of the median to count as a regression or improvement
+THRESHOLD = 0.05  # the smallest change called one: the whole 95% interval of B/A must lie beyond 1 +- 5%
+SUGGESTED_REPEATS = 3
+VERDICT_HELP = (
+    "Each cell's time is the geometric mean of its repeats' medians (each repeat is a fresh process or container; "
+    "--set repeats=N); B/A is the ratio of the two times with a 95% interval from Welch's t test on the logs of "
+    "the repeats' medians, so it is as wide as the measured run-to-run spread. Verdicts: REGRESSION when the whole "
+    "interval lies above 1.05 (B slower by more than 5%, beyond noise), improvement when it lies below 1/1.05, "
+    "no change when it lies within 1/1.05-1.05, and cannot tell otherwise, with the reason: fewer than 2 repeats on "
+    "a side (one process per side cannot separate a change from run-to-run noise: run with --set repeats=3 or "
+    "more) or an interval too wide for the 5% band (more repeats narrow it). Cells in one run only, or whose status "
+    "changed, say so. A verdict on cells that ran on a busy host (other processes took their CPUs) says so: the "
+    "machine's state can drift between runs, which repeats within one run cannot see. Notes flag runs whose "
+    "settings or machine state differ."
+)
 Key = tuple[str, str | None, str, int, str]  # framework, variant, impl, hidden, precision
 # Matrix keys that change what a cell measures: a difference makes the comparison suspect.
 _SAME_KEYS = ("batch", "seq_len", "vocab", "classes", "lr", "warmup", "iters", "seed", "device", "data_batches")
 
 
 @dataclass(frozen=True)
-class UTest:
-    u: float  # U of the first sample
-    z: float
-    p: float  # two-sided
-
-
-def mann_whitney_u(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> UTest:
-    """Two-sided Mann-Whitney U test of the first sample against the second (scipy.stats)."""
-    a = np.asarray(x, dtype=np.float64)
-    b = np.asarray(y, dtype=np.float64)
-    if a.size == 0 or b.size == 0:
-        raise ValueError("both samples need at least one value")
-    mu = a.size * b.size / 2.0
-    if np.ptp(np.concatenate([a, b])) == 0:
-        return UTest(mu, 0.0, 1.0)  # every value identical: no evidence of a difference
-    res = stats.mannwhitneyu(a, b, alternative="two-sided", method="auto")
-    u, p = float(res.statistic), float(min(1.0, res.pvalue))
-    z = math.copysign(float(stats.norm.isf(p / 2.0)), u - mu) if u != mu else 0.0
-    return UTest(u, z, p)
-
-
-@dataclass(frozen=True)
 class Side:
     status: str
-    times: list[float]
+    stats: TimeStats | None  # over the ok repeats; None when none has times
+    busy: bool = False  # an ok repeat ran while other processes took its CPUs (machine.host_busy)
 
     @property
     def median(self) -> float | None:
-        return float(np.median(self.times)) if self.times else None
+        return self.stats.median if self.stats else None
+
+    @property
+    def repeats(self) -> int:
+        return self.stats.repeats if self.stats else 0
+
+
+def judge(d: Difference, threshold: float = THRESHOLD) -> tuple[str, str]:
+    """The verdict on one cell and why: REGRESSION, improvement, no change or cannot tell (VERDICT_HELP)."""
+    ra, rb = d.repeats
+    if min(ra, rb) < 2:
+        where = "per side" if ra == rb else ("in A" if ra < rb else "in B")
+        return "cannot tell", (f"{min(ra, rb)} repeat {where}; run with --set repeats={SUGGESTED_REPEATS} or more "
+                               "(one process cannot separate a change from run-to-run noise)")
+    assert d.low is not None and d.high is not None
+    up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    if d.low > up:
+        return "REGRESSION", ""
+    if d.high < down:
+        return "improvement", ""
+    if d.low >= down and d.high <= up:
+        return "no change", ""
+    return "cannot tell", (f"95% interval {d.low:.3f}-{d.high:.3f} reaches past +-{threshold:.0%}: more repeats "
+                           "narrow it")
 
 
 @dataclass(frozen=True)
@@ -69,24 +82,35 @@ class Row:
     label: str
     a: Side | None
     b: Side | None
-    ratio: float | None
-    test: UTest | None
+    diff: Difference | None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.diff.ratio if self.diff else None
+
+    @property
+    def judged(self) -> tuple[str, str]:
+        if self.a is None:
+            return "only in B", ""
+        if self.b is None:
+            return "only in A", ""
+        if self.a.status != self.b.status:
+            return f"status {self.a.status} -> {self.b.status}", ""
+        if not self.diff:
+            return "", ""
+        verdict, why = judge(self.diff)
+        busy = [side for side, s in (("A", self.a), ("B", self.b)) if s.busy]
+        if busy and not why:  # the machine's state can drift between runs, which repeats within a run cannot see
+            why = f"busy host in {' and '.join(busy)}: other processes took the cells' CPUs; rerun to confirm"
+        return verdict, why
 
     @property
     def verdict(self) -> str:
-        if self.a is None:
-            return "only in B"
-        if self.b is None:
-            return "only in A"
-        if self.a.status != self.b.status:
-            return f"status {self.a.status} -> {self.b.status}"
-        if self.ratio is None or self.test is None:
-            return ""
-        if self.test.p < ALPHA and self.ratio > 1 + THRESHOLD:
-            return "REGRESSION"
-        if self.test.p < ALPHA and self.ratio < 1 - THRESHOLD:
-            return "improvement"
-        return "no significant change" if self.test.p >= ALPHA else "significant, within 5%"
+        return self.judged[0]
+
+    @property
+    def reason(self) -> str:
+        return self.judged[1]
 
 
 @dataclass(frozen=True)
@@ -114,8 +138,9 @@ def _sides(run: LoadedRun, impls: dict[tuple[str, str | None], set[str]]) -> tup
     sides = {}
     for key, recs in pooled.items():
         ok = [r for r in recs if r.status is Status.OK and workload_times(r)]
-        times = [t for r in ok for t in workload_times(r)]
-        sides[key] = Side("ok" if ok else recs[0].status.value, times)
+        stats = describe_repeats([workload_times(r) for r in ok]) if ok else None
+        busy = any(r.machine and r.machine.host_busy for r in ok)
+        sides[key] = Side("ok" if ok else recs[0].status.value, stats, busy)
     return sides, labels
 
 
@@ -170,11 +195,8 @@ def build(run_a: Path, run_b: Path) -> Comparison:
     rows = []
     for key in list(dict.fromkeys([*sa, *sb])):
         x, y = sa.get(key), sb.get(key)
-        ratio = test = None
-        if x and y and x.median and y.median is not None:
-            ratio = y.median / x.median
-            test = mann_whitney_u(x.times, y.times)
-        rows.append(Row(key, la.get(key) or lb[key], x, y, ratio, test))
+        diff = difference(x.stats, y.stats) if x and y and x.stats and y.stats and x.stats.median > 0 else None
+        rows.append(Row(key, la.get(key) or lb[key], x, y, diff))
     return Comparison(a, b, rows, _notes(a, b))
 
 
@@ -183,24 +205,29 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def _table(c: Comparison) -> tuple[list[str], list[list[str]]]:
-    headers = ["cell", "hidden", "A ms", "B ms", "B/A", "p (U test)", "verdict"]
+    headers = ["cell", "hidden", "A ms", "B ms", "repeats A/B", "B/A", "95% interval", "verdict"]
     body = []
     for r in c.rows:
         a_txt = _fmt(r.a.median, ".3g") if r.a and r.a.median is not None else (r.a.status if r.a else "-")
         b_txt = _fmt(r.b.median, ".3g") if r.b and r.b.median is not None else (r.b.status if r.b else "-")
-        p = f"{r.test.p:.3g}" if r.test else "-"
-        body.append([r.label, str(r.key[3]), a_txt, b_txt, _fmt(r.ratio, ".3f"), p, r.verdict])
+        reps = f"{r.a.repeats if r.a else 0}/{r.b.repeats if r.b else 0}"
+        d = r.diff
+        interval = f"{d.low:.3f}-{d.high:.3f}" if d and d.known else "-"
+        verdict, why = r.judged
+        body.append([r.label, str(r.key[3]), a_txt, b_txt, reps, _fmt(r.ratio, ".3f"), interval,
+                     f"{verdict} ({why})" if why else verdict])
     return headers, body
 
 
 def _summary(c: Comparison) -> list[str]:
-    regress = sum(r.verdict == "REGRESSION" for r in c.rows)
-    improve = sum(r.verdict == "improvement" for r in c.rows)
+    count = {w: sum(r.verdict == w for r in c.rows) for w in ("REGRESSION", "improvement", "no change", "cannot tell")}
     gm = c.geomean
     lines = [
         f"geometric mean of B/A over {sum(1 for r in c.rows if r.ratio)} cells: {_fmt(gm, '.3f')}"
         + (f" (B {'slower' if gm > 1 else 'faster'} by {abs(gm - 1) * 100:.1f}%)" if gm else ""),
-        f"{regress} regression(s), {improve} improvement(s) (p < {ALPHA} and more than {THRESHOLD:.0%})",
+        f"{count['REGRESSION']} regression(s), {count['improvement']} improvement(s), {count['no change']} "
+        f"no change, {count['cannot tell']} cannot tell (a verdict needs the 95% interval of B/A, from 2+ repeats "
+        f"per side, wholly beyond or within +-{THRESHOLD:.0%})",
     ]
     return lines + [f"note: {n}" for n in c.notes]
 
@@ -223,13 +250,14 @@ def to_markdown(c: Comparison) -> str:
     headers, body = _table(c)
     out = [f"# Comparison: {_md(str(c.a.manifest.get('run_id', c.a.root.name)))} (A) vs "
            f"{_md(str(c.b.manifest.get('run_id', c.b.root.name)))} (B)", "",
-           "B/A is the ratio of median ms per batch (above 1: B is slower). p: two-sided Mann-Whitney U test on "
-           "the per-batch times (normal approximation).", "",
+           "B/A is the ratio of the cells' ms per batch (above 1: B is slower); a cell's ms is the geometric mean "
+           "of its repeats' medians (fresh processes). 95% interval: Welch's t test on the logs of the repeats' "
+           "medians. A verdict needs that interval wholly beyond (or within) 1 +- 5%.", "",
            "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for row in body:
         cells = [_md(x) for x in row]
-        if row[-1] == "REGRESSION":
-            cells[-1] = "**REGRESSION**"
+        if row[-1].startswith("REGRESSION"):
+            cells[-1] = f"**{cells[-1]}**"
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join([*out, "", *(f"- {_md(s)}" for s in _summary(c))]) + "\n"
 

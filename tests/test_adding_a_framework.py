@@ -109,7 +109,8 @@ def test_framework_yaml_errors_name_file_line_and_key(project: Path, text: str, 
 def test_dry_run_flags_a_framework_whose_workload_module_is_missing(project: Path) -> None:
     assert run_cli(["new", "demo"], cwd=project).returncode == 0
     (project / "workloads" / "demo_lstm.py").rename(project / "workloads" / "demo.py")  # the guess of issue 12
-    proc = run_cli(["matrix.yaml", "--dry-run", "--only", "demo,numpy-reference", "--hidden", "8"], cwd=project)
+    proc = run_cli(["matrix.yaml", "--dry-run", "--only", "demo,numpy-reference", "--hidden", "8",
+                    "--set", "repeats=1"], cwd=project)
     assert proc.returncode == 2
     assert proc.stdout.splitlines() == ["demo hidden=8", "numpy-reference hidden=8 impl=loop"]
     assert "framework 'demo': its workload module workloads/demo_lstm.py does not exist" in proc.stderr

@@ -35,6 +35,8 @@ def test_dry_run_prints_one_line_per_cell_and_runs_nothing(tmp_path: Path) -> No
             "numpy-reference",
             "--hidden",
             "8,16,32",
+            "--set",
+            "repeats=1",
             "--out",
             str(tmp_path / "never"),
         ]

@@ -26,7 +26,8 @@ from tests.conftest import BUILD_ARG, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 # Small enough for two cores, long enough (tens of batches) for several samples in the timed part.
-SIZES = ["--set", "batch=32", "--set", "seq_len=32", "--set", "vocab=1000", "--set", "iters=20", "--set", "warmup=1"]
+SIZES = ["--set", "batch=32", "--set", "seq_len=32", "--set", "vocab=1000", "--set", "iters=20", "--set", "warmup=1",
+         "--set", "repeats=1"]
 
 
 def run_cell(project: Path, out: Path) -> tuple[dict, Path]:

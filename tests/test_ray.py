@@ -28,7 +28,8 @@ pytestmark = pytest.mark.docker
 STORE_MB = 80 << 20  # the object store holds only small results: keep each raylet's share small
 # Each cell sleeps iters x 0.5 s in its container, plus ~1.5 s of container start-up on this machine.
 CELLS = ["--only", "chaos:slow", "--device", "cpu", "--runner", "ray", "--build-arg", BUILD_ARG, "--no-report", "-q",
-         "--set", "batch=4", "--set", "seq_len=8", "--set", "vocab=100", "--set", "warmup=1"]
+         "--set", "batch=4", "--set", "seq_len=8", "--set", "vocab=100", "--set", "warmup=1",
+         "--set", "repeats=1"]
 SESSION = {"label": f"lstm-bench.session={os.environ['LSTM_BENCH_SESSION']}"}
 
 

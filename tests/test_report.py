@@ -4,13 +4,14 @@ failures, the baseline, % of peak and the warnings."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from report_helpers import as_framework, derived_run, failed
+from report_helpers import as_framework, derived_run, failed, make_real_run
 
 from orchestrator.report import render
 from orchestrator.report.baseline import load_baseline
@@ -32,6 +33,12 @@ def md_section_table(md: str, heading: str) -> list[list[str]]:
 def pooled_median(records: list, hidden: int) -> float:
     times = [t for r in records if r.hidden == hidden and r.status is Status.OK for t in r.workload.times_ms]
     return float(np.median(times))
+
+
+def over_processes(records: list, hidden: int) -> float:
+    """A cell's time over its repeats: the geometric mean of each ok repeat's (fresh process's) median."""
+    medians = [float(np.median(r.workload.times_ms)) for r in records if r.hidden == hidden and r.status is Status.OK]
+    return math.exp(sum(math.log(m) for m in medians) / len(medians))
 
 
 def test_render_writes_every_file_into_the_run_dir(real_run: Path, tmp_path: Path) -> None:
@@ -76,14 +83,15 @@ def test_results_csv_and_report_json_hold_the_real_numbers(real_run: Path, tmp_p
     assert [m["row"] for m in doc["not_run_2016"]] == list(load_baseline().rows)
 
 
-def test_repeats_are_pooled(repeated_run: Path, tmp_path: Path) -> None:
+def test_repeats_are_the_samples(repeated_run: Path, tmp_path: Path) -> None:
     render(repeated_run, tmp_path)
     records = load_run(repeated_run).records
     assert sorted(r.repeat for r in records) == [0, 1, 2]
     (cell,) = json.loads((tmp_path / "report.json").read_text())["cells"]
     assert cell["repeats"] == 3 and cell["repeats_ok"] == 3
     assert cell["stats_ms"]["n"] == sum(len(r.workload.times_ms) for r in records)
-    assert cell["stats_ms"]["median"] == pytest.approx(pooled_median(list(records), records[0].hidden))
+    assert cell["stats_ms"]["median"] == pytest.approx(over_processes(list(records), records[0].hidden))
+    assert cell["stats_ms"]["repeats"] == 3 and cell["stats_ms"]["basis"] == "processes"
     assert cell["repeat_medians_ms"] == pytest.approx([float(np.median(r.workload.times_ms)) for r in records])
 
 
@@ -95,7 +103,8 @@ def test_a_failed_repeat_is_left_out_of_the_pool_and_said(repeated_run: Path, tm
     render(run)
     (cell,) = json.loads((run / "report.json").read_text())["cells"]
     assert cell["repeats_ok"] == 2 and cell["failures"][0]["status"] == "oom"
-    assert cell["stats_ms"]["median"] == pytest.approx(pooled_median(list(records[:-1]), last.hidden))
+    assert cell["stats_ms"]["median"] == pytest.approx(over_processes(list(records[:-1]), last.hidden))
+    assert cell["stats_ms"]["repeats"] == 2
     md = (run / "report.md").read_text()
     assert "pooled over the ok repeats only (repeat 2: out of mem)" in md
     table = md_section_table(md, "Milliseconds per batch")
@@ -235,6 +244,44 @@ def test_a_subset_run_says_not_in_this_run_and_interrupted_only_when_it_was(real
     else:
         assert "interrupted" not in theano[-1] and "no cell of it is recorded (run complete)" in theano[-1], theano
     assert all("interrupted" not in r[-1] for name, r in rows.items() if name != "Theano")
+
+
+def test_ranking_rests_on_repeats(repeated_run: Path, tmp_path: Path) -> None:
+    # Twins: the same three real processes filed under a second framework. Their batches alone could look
+    # rankable; over processes the ratio's interval contains 1, so the report must not rank them.
+    records = load_run(repeated_run).records
+    twins = [as_framework(r, "numpy-twin", "numpy twin") for r in records]
+    run = derived_run(repeated_run, tmp_path / "twins", extra=twins)
+    render(run)
+    md = (run / "report.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("- hidden-"))
+    assert "tied with numpy twin 1.00×" in line and "this run cannot rank them" in line, line
+    assert "rest on one fresh process" not in md
+    assert "Each number rests on 3 fresh processes (2 cells)" in md
+
+
+def test_repeats_that_differ_are_ranked(tmp_path: Path) -> None:
+    # Real processes of two workloads (sequences 8 and 64 long) in one run: clearly apart over 3 processes each.
+    fast = make_real_run(tmp_path / "fast", hidden=(8,), repeats=3, run_id="rank", iters=10)
+    slow = make_real_run(tmp_path / "slow", hidden=(8,), repeats=3, run_id="rank", iters=10, seq_len=64)
+    longer = [as_framework(r, "numpy-long", "numpy long") for r in load_run(slow).records]
+    run = derived_run(fast, tmp_path / "run", extra=longer)
+    render(run)
+    md = (run / "report.md").read_text()
+    assert "cannot rank" not in md
+    cells = {c["label"]: c["stats_ms"] for c in json.loads((run / "report.json").read_text())["cells"]}
+    assert cells["numpy long"]["ci_low"] > cells["numpy (reference)"]["ci_high"]
+
+
+def test_one_process_per_cell_is_said(real_run: Path, tmp_path: Path) -> None:
+    render(real_run, tmp_path / "alone")  # one framework: nothing is ranked, only the table's note says it
+    md = (tmp_path / "alone" / "report.md").read_text()
+    assert "rest on one fresh process" not in md and "Each number rests on 1 fresh process (2 cells)" in md
+    twins = [as_framework(r, "numpy-twin", "numpy twin") for r in load_run(real_run).records]
+    run = derived_run(real_run, tmp_path / "run", extra=twins)
+    render(run)
+    md = (run / "report.md").read_text()
+    assert "4 cell(s) rest on one fresh process" in md and "--set repeats=3 to rank them" in md
 
 
 def test_the_records_are_the_truth_and_the_index_is_reconciled(real_run: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from orchestrator.report.baseline import load_baseline, original_row_for
 from orchestrator.report.equivalence import TOLERANCE, Oracle, reference_losses
 from orchestrator.report.flops import forward_flops, training_step_flops
 from orchestrator.report.load import load_run
-from orchestrator.report.stats import describe, median_ci_ranks, modified_z, overlaps
+from orchestrator.report.stats import describe, describe_repeats, difference, median_ci_ranks, modified_z, overlaps
 
 SEED_README = Path("/work/shared/seed/lstm-benchmarks-README.md")
 
@@ -76,6 +76,52 @@ def test_overlap() -> None:
     b = describe(rng.normal(10, 0.1, 50))
     c = describe(rng.normal(20, 0.1, 50))
     assert overlaps(a, b) and not overlaps(a, c)
+
+
+# Three fresh processes whose batch medians are 10, 11 and 12 ms (each process: its median +- 0.1 ms).
+REPEATS_A = [[m - 0.1, m, m + 0.1] for m in (10.0, 11.0, 12.0)]
+# The same processes 1.5x slower: medians 15, 16.5, 18.
+REPEATS_B = [[1.5 * t for t in r] for r in REPEATS_A]
+
+
+def test_repeat_level_statistics_against_a_hand_computed_example() -> None:
+    s = describe_repeats(REPEATS_A)
+    # By hand: logs 2.302585, 2.397895, 2.484907; mean 2.395129 -> time = 1320^(1/3) = 10.9696 ms.
+    # sd of the logs 0.091192, standard error 0.052650; t(0.975, df 2) = 4.3027 (table) -> half-width 0.226537.
+    assert (s.repeats, s.basis, s.repeat_medians) == (3, "processes", (10.0, 11.0, 12.0))
+    assert s.median == pytest.approx(1320 ** (1 / 3), rel=1e-9)
+    assert s.ci_low == pytest.approx(math.exp(2.395129 - 0.226537), rel=1e-5)  # 8.7467
+    assert s.ci_high == pytest.approx(math.exp(2.395129 + 0.226537), rel=1e-5)  # 13.7578
+    assert s.repeat_cv == pytest.approx(1.0 / 11.0)  # sd of 10, 11, 12 is 1; mean 11
+    assert s.n == 9 and s.min == 9.9 and s.max == 12.1  # batches are still described
+
+
+def test_one_repeat_is_described_by_its_batches() -> None:
+    one = describe_repeats([REPEATS_A[0]])
+    assert (one.repeats, one.basis, one.median) == (1, "batches", 10.0)
+    assert (one.ci_low, one.ci_high) == (describe(REPEATS_A[0]).ci_low, describe(REPEATS_A[0]).ci_high)
+
+
+def test_welch_difference_against_a_hand_computed_example() -> None:
+    # By hand: log ratio ln 1.5; equal spread on both sides, so Welch's df = 2 (n - 1) = 4, t(0.975, 4) = 2.7764;
+    # standard error sqrt(2 * 0.0083161 / 3) = 0.074458 -> half-width 0.206727 on the log scale.
+    d = difference(describe_repeats(REPEATS_A), describe_repeats(REPEATS_B))
+    assert d.ratio == pytest.approx(1.5)
+    assert d.low == pytest.approx(1.5 * math.exp(-0.206727), rel=1e-5)  # 1.2199
+    assert d.high == pytest.approx(1.5 * math.exp(0.206727), rel=1e-5)  # 1.8445
+    assert d.repeats == (3, 3) and d.p is not None and d.p < 0.01
+    assert not difference(describe_repeats([REPEATS_A[0]]), describe_repeats(REPEATS_B)).known
+
+
+def test_ties_are_judged_over_processes_not_batches() -> None:
+    # Processes with medians 10, 11, 12 ms and 51 batches each; B's sit 0.5 ms above. Pooled as batches their
+    # intervals do not overlap (the per-batch view would rank them), but three processes a side cannot tell a
+    # 4.5% shift from their own 10% spread.
+    a = [[m + 0.01 * k for k in range(-25, 26)] for m in (10.0, 11.0, 12.0)]
+    b = [[t + 0.5 for t in r] for r in a]
+    assert not overlaps(describe([t for r in a for t in r]), describe([t for r in b for t in r]))
+    assert overlaps(describe_repeats(a), describe_repeats(b))
+    assert not overlaps(describe_repeats(REPEATS_A), describe_repeats(REPEATS_B))
 
 
 # ------------------------------------------------------------------------------------------------ FLOPs

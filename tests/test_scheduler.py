@@ -25,7 +25,8 @@ from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, r
 
 # Two timed steps of chaos:slow sleep 1 s; with container start-up a cell takes ~2.5-3 s on this machine.
 SLOW = ["--only", "chaos:slow", "--device", "cpu", "--build-arg", BUILD_ARG, "--no-report", "-q",
-        "--set", "batch=4", "--set", "seq_len=8", "--set", "vocab=100", "--set", "iters=2", "--set", "warmup=1"]
+        "--set", "batch=4", "--set", "seq_len=8", "--set", "vocab=100", "--set", "iters=2", "--set", "warmup=1",
+        "--set", "repeats=1"]
 FOUR_CELLS = ["--hidden", "16,17,18,19"]
 
 

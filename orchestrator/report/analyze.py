@@ -13,7 +13,7 @@ from orchestrator.report.baseline import Baseline, BaselineCell, load_baseline, 
 from orchestrator.report.equivalence import Equivalence, Oracle
 from orchestrator.report.flops import flops_for_params, tflops_per_s
 from orchestrator.report.load import LoadedRun, workload_times
-from orchestrator.report.stats import CONFIDENCE, TimeStats, describe
+from orchestrator.report.stats import CONFIDENCE, TimeStats, describe_repeats
 from orchestrator.results import CellRecord, Status
 from orchestrator.validity import flags as validity_flags
 
@@ -30,7 +30,11 @@ class Row:
 
 @dataclass
 class Group:
-    """One cell of the table: every repeat of one framework/variant/impl at one hidden size, pooled."""
+    """One cell of the table: every repeat of one framework/variant/impl at one hidden size.
+
+    `stats` rests on the ok repeats as fresh processes (report/stats.py describe_repeats): with 2+ of them its
+    median and interval are over processes, with one over that process's batches.
+    """
 
     row: Row
     hidden: int
@@ -179,14 +183,13 @@ def _group(row: Row, hidden: int, recs: list[CellRecord], manifest: dict[str, An
     recs = sorted(recs, key=lambda r: r.repeat)
     ok = [r for r in recs if r.status is Status.OK and workload_times(r)]
     failures = [r for r in recs if r not in ok]
-    times = [t for r in ok for t in workload_times(r)]
-    stats = describe(times) if times else None
+    stats = describe_repeats([workload_times(r) for r in ok]) if ok else None
     status = Status.OK if ok else failures[0].status
     params = next((r.cell_params for r in recs if r.cell_params), None)  # the cell's own, never the echo
     # A 2016 number is only a baseline for the same workload on a GPU; a smoke run at other sizes gets none.
     then = baseline.cell(row.original_row, hidden) if comparable_to_2016(params) else None
     g = Group(row, hidden, recs, status, stats, failures, then)
-    g.repeat_medians = [describe(workload_times(r)).median for r in ok]
+    g.repeat_medians = list(stats.repeat_medians) if stats else []
     steady = sorted(r.workload.throughput_ms for r in ok if r.workload and r.workload.throughput_ms is not None)
     g.throughput_ms = steady[len(steady) // 2] if steady else None
     g.flags = sorted({f for r in ok if r.workload for f in validity_flags(r.workload)})
@@ -249,12 +252,38 @@ def _missing(rows: list[Row], run: LoadedRun, frameworks: dict[str, Framework],
     return out
 
 
+def processes_line(a: Analysis) -> str:
+    """How many fresh processes (repeats) the table's numbers rest on, and what that allows."""
+    counts: dict[int, int] = {}
+    for g in a.groups.values():
+        if g.stats:
+            counts[g.stats.repeats] = counts.get(g.stats.repeats, 0) + 1
+    if not counts:
+        return ""
+    parts = ", ".join(f"{k} fresh process{'es' if k > 1 else ''} ({v} cell{'s' if v > 1 else ''})"
+                      for k, v in sorted(counts.items(), reverse=True))
+    line = (f"Each number rests on {parts}: a fresh process or container per repeat; with several, the number is "
+            "the geometric mean of their medians and its interval is over processes.")
+    if 1 in counts:
+        line += (" A number from one process cannot show run-to-run spread (a few % on a quiet machine, far more "
+                 "on a busy one): rerun with --set repeats=3 before ranking close cells.")
+    return line
+
+
 def _warnings(a: Analysis) -> list[str]:
     out = list(a.run.warnings)
     precisions = sorted({g.precision for g in a.groups.values()})
     if len(precisions) > 1:
         out.append(f"this run mixes precisions ({', '.join(precisions)}): cells are compared and ranked only within "
                    "one precision; a faster cell of another precision is faster partly because of its arithmetic")
+    ranked_groups: dict[tuple[int, str], list[Group]] = {}
+    for g in a.groups.values():
+        if g.stats:
+            ranked_groups.setdefault((g.hidden, g.precision), []).append(g)
+    single = [g for gs in ranked_groups.values() if len(gs) > 1 for g in gs if g.stats and g.stats.repeats < 2]
+    if single:
+        out.append(f"{len(single)} cell(s) rest on one fresh process: their order is checked against their own "
+                   "batches only, not against run-to-run spread (rerun with --set repeats=3 to rank them)")
     few = [g for g in a.groups.values() if g.stats and g.stats.ci_coverage < CONFIDENCE]
     if few:
         cells = ", ".join(f"{g.row.label} hidden-{g.hidden} (n={g.stats.n})" for g in few if g.stats)

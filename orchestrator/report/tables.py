@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.matrix import PRECISIONS
-from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row, ranked
+from orchestrator.report.analyze import ORIGINAL_PARAMS, Analysis, Group, Missing2016, Row, processes_line, ranked
 from orchestrator.report.equivalence import TOLERANCES
 from orchestrator.report.fmt import fmt_ms, fmt_pct, fmt_x
 from orchestrator.report.stats import MODIFIED_Z_LIMIT, overlaps
@@ -56,7 +56,8 @@ class Standing:
         return g.median / best if g.median is not None and best else None
 
     def tied(self, g: Group) -> bool:
-        """g's 95% interval overlaps the fastest's: this run cannot say which of the two is faster."""
+        """This run cannot say which of g and the fastest is faster (stats.overlaps: over repeats when both have
+        2+, else their batch intervals)."""
         best = self.ranked[0]
         return g is not best and g.stats is not None and best.stats is not None and overlaps(g.stats, best.stats)
 
@@ -86,7 +87,7 @@ def answer_line(s: Standing, name_precision: bool) -> str:
     rest = [g for g in s.ranked[1:] if not s.tied(g)]
     if tied:
         parts.append(f"tied with {', '.join(_with_ratio(s, g) for g in tied)} "
-                     "(95% intervals overlap: this run cannot rank them)")
+                     "(this run cannot rank them)")
     if rest:
         chain = _with_ratio(s, rest[0])
         for prev, g in itertools.pairwise(rest):
@@ -105,8 +106,9 @@ def answer_lines(a: Analysis) -> list[str]:
 
 ANSWER_INTRO = ("Per hidden size, among the cells timed ok: the fastest by median time per batch, and every other "
                 "framework as a multiple of its time (1.50× = takes 1.5 times as long). Tied, and ≈ between two "
-                "neighbours: their 95% intervals of the median overlap, so this run cannot rank them. Cells of "
-                "different precisions are never ranked against each other.")
+                "neighbours: this run cannot rank them (with 2+ repeats each, the 95% interval of their time ratio "
+                "over fresh processes contains 1; with one process, their 95% intervals of the median overlap). "
+                "Cells of different precisions are never ranked against each other.")
 
 
 def _mark(a: Analysis, rows: list[Row | Missing2016]) -> dict[tuple[int, int], str]:
@@ -154,7 +156,9 @@ def original_table(a: Analysis) -> Table:
         cont = f"continues 2016 '{a.baseline.labels[row.original_row]}'" if row.original_row else "not in 2016"
         rows.append([row.label, *(cell_text(a.group(row, h)) for h in a.hidden), cont])
     if any(g.failures and g.stats for g in a.groups.values()):
-        notes.append("† some repeats of this cell failed; the median pools the ok ones (see Failures).")
+        notes.append("† some repeats of this cell failed; the number rests on the ok ones (see Failures).")
+    if line := processes_line(a):
+        notes.append(line)
     return Table("original", "Milliseconds per batch, in the 2016 table's shape", headers, rows,
                  "Median time of one forward + backward + SGD update on a batch; failed cells show the 2016 "
                  "table's words. Every row of the 2016 table is listed, in its order.", notes, _mark(a, items))
@@ -225,8 +229,10 @@ def detail_table(a: Analysis) -> Table:
                 fmt_pct(g.pct_peak), _equivalence_text(g), _params_text(g),
             ])
     intro = (
-        "Statistics pool every timed batch of every ok repeat. 95% CI: distribution-free order-statistic interval "
-        f"of the median. CV: standard deviation / mean. Outliers: |modified z| > {MODIFIED_Z_LIMIT} (MAD based). "
+        "Repeats: fresh processes (containers), the unit of evidence. Median ms: with 2+ ok repeats the geometric "
+        "mean of their medians, 95% CI Student's t over them (log scale); with one, that process's median and the "
+        "distribution-free order-statistic interval of its batches. Batches, CV (standard deviation / mean) and "
+        f"outliers (|modified z| > {MODIFIED_Z_LIMIT}, MAD based) describe the timed batches of the ok repeats. "
         "Steady ms: the same timed steps queued back to back with one sync at the end, per batch (median ms syncs "
         "after every step). TFLOP/s: analytic FLOPs of one training step / median time. % of peak: against the "
         "GPU's datasheet dense peak of the cell's own precision (fp32, TF32 or bf16; blank: CPU cell, or a GPU or "
