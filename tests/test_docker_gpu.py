@@ -78,3 +78,22 @@ def _env(fw: Any, variant: str | None, image: str) -> Any:
     from orchestrator.runners.base import Environment
 
     return Environment((getattr(fw, "name", "numpy-reference"), variant), image, {"image": image})
+
+
+def test_a_persistent_cuda_cache_is_mounted_into_gpu_cells_only_when_asked(tmp_path: Path, monkeypatch: Any) -> None:
+    from orchestrator.runners.base import Environment
+
+    runner = DockerRunner(run_id="r", device="gpu", memory="1g", pids_limit=64, client=object())
+    cell = type("C", (), {"cell_id": "c"})()
+    cell_dir = tmp_path / "cell"
+    cell_dir.mkdir()
+    env = Environment(("tensorflow", None), "img", {})
+    config = runner.container_config(cell, env, cell_dir, UUID)  # type: ignore[arg-type]
+    assert "CUDA_CACHE_PATH" not in config["environment"] and len(config["mounts"]) == 2
+    monkeypatch.setenv("LSTM_BENCH_CUDA_CACHE", str(tmp_path / "cache"))
+    config = runner.container_config(cell, env, cell_dir, UUID)  # type: ignore[arg-type]
+    assert config["environment"]["CUDA_CACHE_PATH"] == "/cuda-cache"
+    assert config["mounts"][-1]["Target"] == "/cuda-cache" and config["mounts"][-1]["Source"] == str(tmp_path / "cache")
+    assert config["device_requests"][0]["DeviceIDs"] == [UUID]
+    assert "CUDA_CACHE_PATH" not in DockerRunner(run_id="r", device="cpu", memory="1g", pids_limit=64, client=object(
+        )).container_config(cell, env, cell_dir, "cpu0")["environment"]  # type: ignore[arg-type]

@@ -48,6 +48,10 @@ STOP_GRACE_S = 2
 CDI_GPU = "nvidia.com/gpu="
 GPU_ENV = {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
 GPU_CHECK_TIMEOUT_S = 120
+# Opt-in: a host directory kept across GPU cells as the CUDA driver's JIT cache (TensorFlow's wheels carry no SASS
+# for Hopper, so each cell would JIT-compile their PTX for minutes). Shared by every cell: only for trusted images.
+CUDA_CACHE_ENV = "LSTM_BENCH_CUDA_CACHE"
+CONTAINER_CUDA_CACHE = "/cuda-cache"
 GPU_HELP = ("install the NVIDIA Container Toolkit (`nvidia-ctk runtime configure --runtime=docker` and restart "
             "dockerd, or for CDI `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`), or run with --device cpu")
 
@@ -266,6 +270,14 @@ class DockerRunner:
             # Explicit ids (UUIDs): count=1 always means GPU 0, which would stack parallel cells on one GPU.
             device_requests = [gpu_request(slot, self.cdi)]
             environment.update(GPU_ENV)
+        mounts = []
+        cache = os.environ.get(CUDA_CACHE_ENV)
+        if cache and device_requests:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            if os.getuid() == 0 and not self.rootless:  # the cells' user (FALLBACK_UID, see _user) must write it
+                os.chown(cache, FALLBACK_UID, FALLBACK_UID)
+            mounts.append(docker.types.Mount(CONTAINER_CUDA_CACHE, str(Path(cache).resolve()), type="bind"))
+            environment.update(CUDA_CACHE_PATH=CONTAINER_CUDA_CACHE, CUDA_CACHE_MAXSIZE=str(4 << 30))
         return {
             "image": env.ref,
             "command": [
@@ -280,6 +292,7 @@ class DockerRunner:
                 docker.types.Mount(CONTAINER_RESULTS, str(io_dir(cell_dir).resolve()), type="bind", read_only=False),
                 docker.types.Mount(CONTAINER_PARAMS, str((cell_dir / PARAMS_FILE).resolve()), type="bind",
                                    read_only=True),
+                *mounts,
             ],
             "read_only": True,  # the image (and with it the workload code) is read-only
             "tmpfs": {"/tmp": "rw,exec,size=2g"},
