@@ -160,3 +160,12 @@ def _run_local(root: Path, probe: Path, slot: str, env: dict[str, str]) -> dict[
         os.environ.clear()
         os.environ.update(old)
     return json.loads((cell_dir / "io" / "result.json").read_text())
+
+
+def test_the_report_names_a_cells_gpu_by_its_uuid_slot() -> None:
+    from orchestrator.report.peaks import gpu_name
+
+    manifest = {"gpus": [{"index": "0", "name": "NVIDIA H200", "uuid": H200},
+                         {"index": "1", "name": "NVIDIA L40S", "uuid": "GPU-00000000-0000-0000-0000-0000000000a1"}]}
+    assert gpu_name(H200, "gpu", manifest, None) == "NVIDIA H200"
+    assert gpu_name("1", "gpu", manifest, None) == "NVIDIA L40S"  # runs recorded before slots were UUIDs
