@@ -55,6 +55,7 @@ def handle_for(nv: Any, device: str) -> tuple[Any, str | None]:
     """The NVML handle to sample for a slot id (a UUID, or an NVML index), and a note when it is not the cell's own
     device: a MIG device has no clocks, power or temperature of its own, so its GPU's are read (shared with the
     other MIG devices on it)."""
+    device = str(device)  # an int index from older callers
     if device.startswith(("GPU-", "MIG-")):
         handle = nv.nvmlDeviceGetHandleByUUID(device)
     elif device.isdigit():
