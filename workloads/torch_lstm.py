@@ -96,6 +96,7 @@ class _Model(nn.Module):
             last = out[:, -1]
             self.lstm_dtype = out.dtype
         elif self.impl == "fused":
+            self.lstm_weights_dtype = self.rnn.weight_hh_l0.dtype
             out, _ = self.rnn(x)
             last = out[:, -1]
             self.lstm_dtype = out.dtype  # what the recurrent part computed in (the read-back of autocast)
@@ -159,7 +160,8 @@ class TorchLSTM(harness.Framework):
         tf32, switches = read_tf32(torch)
         switches["autocast_dtype"] = str(self.autocast_dtype) if self.autocast_dtype else None
         switches["lstm_output_dtype"] = str(self.model.lstm_dtype)
-        switches["lstm_weights_dtype"] = str(getattr(self.model, "lstm_weights_dtype", self.model.dense.weight.dtype))
+        weights_dtype = getattr(self.model, "lstm_weights_dtype", None)  # fused only: the loop's are autocast's
+        switches["lstm_weights_dtype"] = str(weights_dtype) if weights_dtype is not None else None
         bf16 = self.model.lstm_dtype == torch.bfloat16
         return harness.mode_from(tf32=tf32 and self.device.type == "cuda", bf16=bf16), switches
 
