@@ -58,7 +58,10 @@ if ! "$python" -c "import pydantic" 2>/dev/null; then
     echo "gpu-check: pydantic is missing and there is no kit in $kit (make one: scripts/device-kit.sh .kit)" >&2
     exit 2
   fi
-  "$python" -m pip install --quiet --no-index --no-deps --target "$out/site" "$kit"/*.whl || exit 2
+  # A wheel is a zip of what goes into site-packages: unpacking is enough where this Python has no pip.
+  "$python" -m pip install --quiet --no-index --no-deps --target "$out/site" "$kit"/*.whl 2>/dev/null \
+    || "$python" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+      "$out/site" "$kit"/*.whl || exit 2
   export PYTHONPATH="$out/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"

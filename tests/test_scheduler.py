@@ -275,11 +275,12 @@ def test_each_gpu_slot_pins_exactly_its_own_gpu(docker_client: Any, base_image: 
     slots = gpus.select("all", gpus.Discovery(gpus.parse_nvidia_smi_list(NVIDIA_SMI_L), "nvidia-smi"))
     runner = DockerRunner("gpu-pin-test", "gpu", "1g", 64, client=docker_client)
     env = Environment(("numpy-reference", None), base_image, {})
-    for slot in slots:
+    assert slots[0].startswith("GPU-")  # UUIDs: the toolkit takes them, and they mean one GPU to every reader
+    for i, slot in enumerate(slots):
         cell_dir = tmp_path / slot
         cell_dir.mkdir()
         (cell_dir / "params.json").write_text("{}\n")  # mounted read-only into the container
-        cell = Cell("numpy-reference", None, "default", 16, int(slot))
+        cell = Cell("numpy-reference", None, "default", 16, i)
         container = docker_client.containers.create(**runner.container_config(cell, env, cell_dir, slot))
         try:
             (request,) = container.attrs["HostConfig"]["DeviceRequests"]
