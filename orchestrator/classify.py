@@ -56,6 +56,8 @@ def classify(
     outcome: Outcome, timeout_s: float, params: dict[str, Any] | None = None
 ) -> tuple[Status, str | None, WorkloadResult | None]:
     """The cell's status, why, and the validated result when one was accepted (about this cell: `params`)."""
+    if outcome.unsupported is not None:  # never started: e.g. the engine cannot give its container the GPU
+        return Status.UNSUPPORTED, outcome.unsupported, None
     if outcome.timed_out:
         return Status.TIMEOUT, f"no result within {timeout_s:g} s; the cell was killed", None
     if outcome.oom_killed:

@@ -34,7 +34,11 @@ def slots_for(matrix: Matrix, runner: Any = None, client_factory: Callable[[], A
         return list(runner.slots())
     if matrix.device == "cpu":
         return [f"cpu{i}" for i in range(matrix.slots)]
-    return list(gpus.select(matrix.gpus, gpus.discover(client_factory)))
+    found = gpus.discover(client_factory)
+    if getattr(runner, "name", None) == "local":  # cells are our children: they inherit a scheduler's allocation
+        pci_order = os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
+        found = gpus.visible(found, os.environ.get("CUDA_VISIBLE_DEVICES"), pci_order)
+    return list(gpus.select(matrix.gpus, found))
 
 
 def cpusets(slots: Sequence[Slot], cpus: Sequence[int] | None = None) -> dict[str, str]:

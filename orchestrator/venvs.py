@@ -24,8 +24,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from uv import find_uv_bin
-
 from orchestrator.frameworks import Framework
 from orchestrator.rootcause import root_cause
 
@@ -79,6 +77,8 @@ def ensure_venv(
         # The standard library's venv, seeded as before with this Python's own pip and setuptools (some frameworks
         # import pkg_resources, as the images' bases provide it); uv then installs the pins. --native-tls: the
         # system's CA store, as a PIP_CERT setup expects (a TLS-inspecting proxy's CA).
+        from uv import find_uv_bin  # only here: `--python current` (a GPU host's own Python) never needs uv
+
         steps = [
             [sys.executable, "-m", "venv", str(venv)],
             [find_uv_bin(), "pip", "install", "--quiet", "--native-tls", "--python", str(python_of(venv)), "-r",

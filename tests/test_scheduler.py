@@ -129,23 +129,26 @@ GPU 3: Tesla V100-PCIE-16GB (UUID: GPU-11111111-2222-3333-4444-555555555555)
 """
 
 
-def test_parse_nvidia_smi_list_keeps_whole_gpus_with_their_indices() -> None:
+def test_parse_nvidia_smi_list_gives_whole_gpus_or_a_mig_gpus_devices() -> None:
     found = gpus.parse_nvidia_smi_list(NVIDIA_SMI_L)
-    assert [(g.index, g.name) for g in found] == [
-        ("0", "NVIDIA H100 80GB HBM3"),
-        ("1", "NVIDIA A100-SXM4-40GB"),
-        ("3", "Tesla V100-PCIE-16GB"),
+    # GPU 1 is in MIG mode: CUDA sees only its MIG device, so that is the slot (item 5 of issue 18).
+    assert [(g.index, g.name, g.parent) for g in found] == [
+        ("0", "NVIDIA H100 80GB HBM3", None),
+        ("1:0", "NVIDIA A100-SXM4-40GB MIG 1g.5gb", "1"),
+        ("3", "Tesla V100-PCIE-16GB", None),
     ]
-    assert found[1].uuid == "GPU-9b1c0d2e-6666-7777-8888-999900001111"
+    assert found[1].uuid == "MIG-0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff"
 
 
-def test_select_gpus() -> None:
+def test_select_gpus_gives_uuids() -> None:
     found = gpus.Discovery(gpus.parse_nvidia_smi_list(NVIDIA_SMI_L), "nvidia-smi")
-    assert gpus.select("all", found) == ["0", "1", "3"]
-    assert gpus.select((3, 0), found) == ["3", "0"]
-    with pytest.raises(InputError, match=r"GPU 2 not found; the host has GPU 0, 1, 3 \(asked nvidia-smi\)"):
+    h100, mig, v100 = (g.uuid for g in found.gpus or [])
+    assert gpus.select("all", found) == [h100, mig, v100]
+    assert gpus.select((3, 0), found) == [v100, h100]
+    assert gpus.select((1,), found) == [mig]
+    with pytest.raises(InputError, match=r"GPU 2 not found; usable: GPU 0, 1:0, 3 \(asked nvidia-smi\)"):
         gpus.select((0, 2), found)
-    with pytest.raises(InputError, match="no GPUs found"):
+    with pytest.raises(InputError, match="no usable GPU found"):
         gpus.select("all", gpus.Discovery([], "nvml"))
     # Nobody could be asked: explicit ids are trusted, "all" means the engine's GPU 0.
     assert gpus.select((1, 2), gpus.Discovery(None, "none")) == ["1", "2"]
@@ -273,11 +276,12 @@ def test_each_gpu_slot_pins_exactly_its_own_gpu(docker_client: Any, base_image: 
     slots = gpus.select("all", gpus.Discovery(gpus.parse_nvidia_smi_list(NVIDIA_SMI_L), "nvidia-smi"))
     runner = DockerRunner("gpu-pin-test", "gpu", "1g", 64, client=docker_client)
     env = Environment(("numpy-reference", None), base_image, {})
-    for slot in slots:
+    assert slots[0].startswith("GPU-")  # UUIDs: the toolkit takes them, and they mean one GPU to every reader
+    for i, slot in enumerate(slots):
         cell_dir = tmp_path / slot
         cell_dir.mkdir()
         (cell_dir / "params.json").write_text("{}\n")  # mounted read-only into the container
-        cell = Cell("numpy-reference", None, "default", 16, int(slot))
+        cell = Cell("numpy-reference", None, "default", 16, i)
         container = docker_client.containers.create(**runner.container_config(cell, env, cell_dir, slot))
         try:
             (request,) = container.attrs["HostConfig"]["DeviceRequests"]

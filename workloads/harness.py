@@ -323,7 +323,10 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
     m.throughput_ms = (time.perf_counter() - start) * 1000.0 / p.iters
     m.timed_window = [window_start, time.time()]
     m.peak_memory_bytes = fw.peak_memory_bytes()
-    mode, switches = fw.precision_readback()
+    try:
+        mode, switches = fw.precision_readback()
+    except Exception as exc:  # the cell is measured: keep it; the host then judges the unknown precision
+        mode, switches = "unknown", {"readback_error": f"{type(exc).__name__}: {exc}"[:200]}
     switches.setdefault("NVIDIA_TF32_OVERRIDE", os.environ.get("NVIDIA_TF32_OVERRIDE"))
     m.precision_effective, m.precision_switches = mode, switches
 

@@ -47,20 +47,39 @@ def _import_mxnet() -> OSError | None:
 NO_KERNEL_MARKERS = ("no kernel image", "invalid device function")
 
 
+# The sonames MXNet's CUDA builds link: the PyPI mxnet-cu117 wheel's CUDA 11 / cuDNN 8, NGC 24.06's CUDA 12 / cuDNN 9.
+CUDART_NAMES = ("libcudart.so.12", "libcudart.so.11.0")
+CUDNN_NAMES = ("libcudnn.so.9", "libcudnn.so.8")
+
+
 def _cuda_library_versions() -> dict[str, str | None]:
     """MXNet does not report its CUDA/cuDNN versions: ask the libraries it links (already loaded, same handles)."""
     out: dict[str, str | None] = {"cuda": None, "cudnn": None}
-    try:
-        v = ctypes.c_int()
-        if ctypes.CDLL("libcudart.so.11.0").cudaRuntimeGetVersion(ctypes.byref(v)) == 0:
-            out["cuda"] = f"{v.value // 1000}.{v.value % 1000 // 10}"
-        cudnn = ctypes.CDLL("libcudnn.so.8")
-        cudnn.cudnnGetVersion.restype = ctypes.c_size_t
-        n = cudnn.cudnnGetVersion()
-        out["cudnn"] = f"{n // 1000}.{n % 1000 // 100}.{n % 100}"
-    except (OSError, AttributeError):
-        pass
+    for name in CUDART_NAMES:
+        try:
+            v = ctypes.c_int()
+            if ctypes.CDLL(name).cudaRuntimeGetVersion(ctypes.byref(v)) == 0:
+                out["cuda"] = f"{v.value // 1000}.{v.value % 1000 // 10}"
+                break
+        except (OSError, AttributeError):
+            continue
+    for name in CUDNN_NAMES:
+        try:
+            cudnn = ctypes.CDLL(name)
+            cudnn.cudnnGetVersion.restype = ctypes.c_size_t
+            out["cudnn"] = cudnn_version_text(int(cudnn.cudnnGetVersion()))
+            break
+        except (OSError, AttributeError):
+            continue
     return out
+
+
+def cudnn_version_text(n: int) -> str:
+    """cudnnGetVersion()'s number as text: cuDNN 9 encodes 10000 * major + 100 * minor + patch (90100 -> 9.1.0),
+    earlier ones 1000 * major + 100 * minor + patch (8907 -> 8.9.7)."""
+    if n >= 90000:
+        return f"{n // 10000}.{n % 10000 // 100}.{n % 100}"
+    return f"{n // 1000}.{n % 1000 // 100}.{n % 100}"
 
 
 def make_net(p: harness.Params, impl: str) -> Any:

@@ -32,7 +32,9 @@ class NumpyLSTM:
         b, t_len = tokens.shape
         h_dim = w["recurrent_kernel"].shape[0]
         x = w["embedding"][tokens]  # [B, T, E]
-        xk = x @ w["kernel"] + w["bias"]  # input projection of every step at once
+        # Input projection of every step at once, as one 2-D matmul: NumPy runs a 3-D @ 2-D product as a loop of
+        # small products, 5x slower at hidden 1024 (benchmarks/host_reference.py).
+        xk = (x.reshape(b * t_len, -1) @ w["kernel"]).reshape(b, t_len, -1) + w["bias"]
         h = np.zeros((b, h_dim), np.float32)
         c = np.zeros((b, h_dim), np.float32)
         cache = []
@@ -90,10 +92,13 @@ class NumpyLSTM:
             dh = dz @ w["recurrent_kernel"].T
             dc = dc * f
         h_prev_all = np.stack([s[5] for s in fwd["steps"]], axis=1)  # [B, T, H]
-        grads["recurrent_kernel"] = np.einsum("bth,btg->hg", h_prev_all, dz_all)
-        grads["kernel"] = np.einsum("bte,btg->eg", fwd["x"], dz_all)
+        # Sums over batch and time as one BLAS matmul each ([B*T, H]^T @ [B*T, 4H]): np.einsum without `optimize`
+        # runs these as a plain C loop (benchmarks/host_reference.py).
+        dz_flat = dz_all.reshape(b * t_len, -1)
+        grads["recurrent_kernel"] = h_prev_all.reshape(b * t_len, -1).T @ dz_flat
+        grads["kernel"] = fwd["x"].reshape(b * t_len, -1).T @ dz_flat
         grads["bias"] = dz_all.sum(axis=(0, 1))
-        grads["embedding"] = dz_all @ w["kernel"].T  # [B, T, E], per looked-up row
+        grads["embedding"] = (dz_flat @ w["kernel"].T).reshape(b, t_len, -1)  # [B, T, E], per looked-up row
         return {k: v.astype(np.float32, copy=False) for k, v in grads.items()}
 
 

@@ -4,7 +4,9 @@ impl "fused" (default) runs nn.LSTM (cuDNN on GPU, ATen's fused kernel on CPU); 
 timestep, with the same weights, as a hand-written recurrent loop would.
 Precision: every TF32 switch PyTorch has is set explicitly (set_tf32) and read back (read_tf32); bf16 is
 torch.autocast(dtype=bfloat16) around the forward pass and the loss, with float32 parameters and SGD (PyTorch's
-mixed precision). The read-back adds the dtype the LSTM's output actually had in the last step.
+mixed precision), except the fused LSTM: it gets bfloat16 copies of its weights and input explicitly, outside
+autocast, because autocast's cuDNN RNN wrapper casts to float16 whatever autocast's dtype
+(aten/src/ATen/cudnn/AutocastRNN.cpp). The read-back adds the dtype the LSTM's weights and output actually had.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from workloads import harness
 
@@ -58,8 +61,9 @@ def read_tf32(torch: Any) -> tuple[bool, dict[str, Any]]:
 
 
 class _Model(nn.Module):
-    def __init__(self, w: harness.Weights, impl: str) -> None:
+    def __init__(self, w: harness.Weights, impl: str, bf16: bool = False) -> None:
         super().__init__()
+        self.bf16 = bf16
         vocab, embed = w.embedding.shape
         hidden = w.recurrent_kernel.shape[0]
         self.impl = impl
@@ -83,7 +87,16 @@ class _Model(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embedding(tokens)
-        if self.impl == "fused":
+        if self.impl == "fused" and self.bf16:
+            # Outside autocast (see the module docstring); the float32 parameters stay the copy SGD updates.
+            with torch.autocast(x.device.type, enabled=False):
+                weights = {n: q.to(torch.bfloat16) for n, q in self.rnn.named_parameters()}
+                self.lstm_weights_dtype = weights["weight_hh_l0"].dtype
+                out, _ = functional_call(self.rnn, weights, (x.to(torch.bfloat16),))
+            last = out[:, -1]
+            self.lstm_dtype = out.dtype
+        elif self.impl == "fused":
+            self.lstm_weights_dtype = self.rnn.weight_hh_l0.dtype
             out, _ = self.rnn(x)
             last = out[:, -1]
             self.lstm_dtype = out.dtype  # what the recurrent part computed in (the read-back of autocast)
@@ -147,11 +160,13 @@ class TorchLSTM(harness.Framework):
         tf32, switches = read_tf32(torch)
         switches["autocast_dtype"] = str(self.autocast_dtype) if self.autocast_dtype else None
         switches["lstm_output_dtype"] = str(self.model.lstm_dtype)
+        weights_dtype = getattr(self.model, "lstm_weights_dtype", None)  # fused only: the loop's are autocast's
+        switches["lstm_weights_dtype"] = str(weights_dtype) if weights_dtype is not None else None
         bf16 = self.model.lstm_dtype == torch.bfloat16
         return harness.mode_from(tf32=tf32 and self.device.type == "cuda", bf16=bf16), switches
 
     def build(self, weights: harness.Weights) -> None:
-        self.model = _Model(weights, self.impl_used).to(self.device)
+        self.model = _Model(weights, self.impl_used, bf16=self.autocast_dtype is not None).to(self.device)
         self.trainable = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = torch.optim.SGD(self.trainable, lr=self.params.lr)
         if self.autocast_dtype is not None and self.device.type == "cpu" and self.impl_used == "fused":

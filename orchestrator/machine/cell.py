@@ -46,10 +46,10 @@ class CellSampling:
 
     def settle(self, max_temp_c: float) -> None:
         """--gpu-settle: wait for this cell's GPU to be idle and cool; only reads, never changes a setting."""
-        if self.device != "gpu" or self.slot is None or not self.slot.isdigit():
+        if self.device != "gpu" or self.slot is None:
             self.settled = "unavailable: not a GPU cell"
             return
-        self.settled = gpu.settle(int(self.slot), max_temp_c, SETTLE_IDLE_PCT, SETTLE_TIMEOUT_S)
+        self.settled = gpu.settle(self.slot, max_temp_c, SETTLE_IDLE_PCT, SETTLE_TIMEOUT_S)
 
     def watch(self, proc: CellProcess) -> None:
         """Called on the runner's thread as the cell starts: choose the sources and start sampling. Never raises."""
@@ -59,8 +59,10 @@ class CellSampling:
                 self._add("cell", lambda: CgroupCell(proc.pid, proc.cgroup_must_name))
             else:
                 self._add("cell", lambda: ProcessCell(proc.pid))
-            if self.device == "gpu" and self.slot is not None and self.slot.isdigit():
-                self._gpu = self._add("gpu", lambda: gpu.NvmlGpu(int(self.slot or 0)))
+            if self.device == "gpu" and self.slot is not None:
+                self._gpu = self._add("gpu", lambda: gpu.NvmlGpu(str(self.slot)))
+                if self._gpu is not None and self._gpu.note:  # a MIG device: the figures are its whole GPU's
+                    self.sampler.unavailable["gpu_own"] = f"unavailable: {self._gpu.note}"
             self.sampler.start()
         except Exception as exc:  # sampling must never cost a cell its result
             self.sampler.unavailable["sampler"] = f"unavailable: {first_line(exc)}"

@@ -1,8 +1,8 @@
 """GPU reads through NVML (nvidia-ml-py, `import pynvml`). Only the reads live here; summary.py does the rest.
 
-None of this can run without an NVIDIA driver: on such a host every entry point says "unavailable: <reason>"
-(tests cover the summarising of recorded-shape samples, not these calls). Units: NVML reports power in
-milliwatts and energy in millijoules; both become W and J here, once.
+None of this can run without an NVIDIA driver: on such a host every entry point says "unavailable: <reason>".
+tests/test_gpus_nvml.py runs these calls through the real bindings against a fake libnvidia-ml.so.1.
+Units: NVML reports power in milliwatts and energy in millijoules; both become W and J here, once.
 """
 
 from __future__ import annotations
@@ -25,13 +25,47 @@ REASONS = {
     0x40: "hw-thermal",
     0x80: "hw-power-brake",
     0x100: "display-clock",
+    0x200: "board-limit",  # nvmlClocksThrottleReasonBoardLimit
+    0x400: "reliability",  # nvmlClocksThrottleReasonReliability (voltage reliability limits)
 }
-# The reasons that mean the GPU ran slower than it could have: power or heat, not the user's own choice.
-THROTTLING = frozenset({"sw-power-cap", "hw-slowdown", "sw-thermal", "hw-thermal", "hw-power-brake"})
+_KNOWN = sum(REASONS)
+# The reasons that mean the GPU ran slower than it could have: power, heat or the board's limits, not the user's own
+# choice.
+THROTTLING = frozenset({"sw-power-cap", "hw-slowdown", "sw-thermal", "hw-thermal", "hw-power-brake", "board-limit",
+                        "reliability"})
 
 
 def reason_names(mask: int) -> list[str]:
-    return [name for bit, name in REASONS.items() if mask & bit] + ([f"0x{mask & ~0x1FF:x}"] if mask & ~0x1FF else [])
+    rest = mask & ~_KNOWN
+    return [name for bit, name in REASONS.items() if mask & bit] + ([f"0x{rest:x}"] if rest else [])
+
+
+def clock_event_reasons(nv: Any, handle: Any) -> int | None:
+    """The clock-event ("throttle") reason mask: nvmlDeviceGetCurrentClocksEventReasons (driver 535+), else the
+    deprecated ...ClocksThrottleReasons it replaces (to be removed with CUDA 14); None when neither answers."""
+    for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+        fn = getattr(nv, name, None)
+        value = None if fn is None else _try(fn, handle)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def handle_for(nv: Any, device: str) -> tuple[Any, str | None]:
+    """The NVML handle to sample for a slot id (a UUID, or an NVML index), and a note when it is not the cell's own
+    device: a MIG device has no clocks, power or temperature of its own, so its GPU's are read (shared with the
+    other MIG devices on it)."""
+    device = str(device)  # an int index from older callers
+    if device.startswith(("GPU-", "MIG-")):
+        handle = nv.nvmlDeviceGetHandleByUUID(device)
+    elif device.isdigit():
+        handle = nv.nvmlDeviceGetHandleByIndex(int(device))
+    else:  # an inherited CUDA ordinal (gpus.CUDA_ORDINAL) that matches no NVML device for sure
+        raise RuntimeError(f"unavailable: {device} is not tied to an NVML device (give CUDA_VISIBLE_DEVICES UUIDs, "
+                           "or set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
+    if _try(nv.nvmlDeviceIsMigDeviceHandle, handle):
+        return nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle), "MIG device: its whole GPU is sampled"
+    return handle, None
 
 
 def open_nvml() -> Any:
@@ -70,17 +104,20 @@ def _try(fn: Any, *args: Any) -> Any:
 
 
 class NvmlGpu:
-    """Sampler source for one GPU (NVML index). Holds NVML open from construction to close()."""
+    """Sampler source for one GPU (a slot id: UUID or NVML index). Holds NVML open from construction to close()."""
 
     name = "gpu"
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, device: str) -> None:
         self.nv = open_nvml()
         try:
-            self.handle = self.nv.nvmlDeviceGetHandleByIndex(index)
+            self.handle, self.note = handle_for(self.nv, device)
+        except RuntimeError:
+            self.close()
+            raise
         except Exception as exc:
             self.close()
-            raise RuntimeError(f"unavailable: GPU {index}: {first_line(exc)}") from None
+            raise RuntimeError(f"unavailable: GPU {device}: {first_line(exc)}") from None
 
     def read(self) -> Sample:
         nv, h = self.nv, self.handle
@@ -91,7 +128,7 @@ class NvmlGpu:
             "temp_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
             "util_pct": getattr(_try(nv.nvmlDeviceGetUtilizationRates, h), "gpu", None),
             "mem_used_bytes": getattr(_try(nv.nvmlDeviceGetMemoryInfo, h), "used", None),
-            "reasons": _try(nv.nvmlDeviceGetCurrentClocksThrottleReasons, h),
+            "reasons": clock_event_reasons(nv, h),
             "energy_mj": _try(nv.nvmlDeviceGetTotalEnergyConsumption, h),  # since the driver loaded
         })
 
@@ -134,26 +171,49 @@ def facts() -> list[dict[str, Any]] | str:
         with nvml() as nv:
             out = []
             for i in range(nv.nvmlDeviceGetCount()):
-                h = nv.nvmlDeviceGetHandleByIndex(i)
-                app = {k: _try(nv.nvmlDeviceGetApplicationsClock, h, c) for k, c in _clocks(nv)}
-                default = {k: _try(nv.nvmlDeviceGetDefaultApplicationsClock, h, c) for k, c in _clocks(nv)}
-                ecc = _try(nv.nvmlDeviceGetEccMode, h)
-                out.append({
-                    "index": str(i),
-                    "name": _text(_try(nv.nvmlDeviceGetName, h)),
-                    "driver": _text(_try(nv.nvmlSystemGetDriverVersion)),
-                    "power_limit_w": _scaled(_try(nv.nvmlDeviceGetEnforcedPowerLimit, h), 1e-3),
-                    "default_power_limit_w": _scaled(_try(nv.nvmlDeviceGetPowerManagementDefaultLimit, h), 1e-3),
-                    "persistence_mode": _on(_try(nv.nvmlDeviceGetPersistenceMode, h)),
-                    "ecc": _on(ecc[0]) if ecc else None,
-                    "application_clocks_mhz": app,
-                    "default_application_clocks_mhz": default,
-                    "max_clocks_mhz": {k: _try(nv.nvmlDeviceGetMaxClockInfo, h, c) for k, c in _clocks(nv)},
-                    "clocks_locked": None if None in app.values() or None in default.values() else app != default,
-                })
+                try:
+                    out.append(_facts_of(nv, i))
+                except Exception as exc:  # NVMLError: NO_PERMISSION (a cgroup hides it), GPU_IS_LOST, ...
+                    out.append({"index": str(i), "unavailable": f"unavailable: {first_line(exc)}"})
             return out
     except RuntimeError as exc:
         return str(exc)
+    except Exception as exc:  # the count itself failed
+        return f"unavailable: {first_line(exc)}"
+
+
+def _facts_of(nv: Any, i: int) -> dict[str, Any]:
+    h = nv.nvmlDeviceGetHandleByIndex(i)
+    app = {k: _try(nv.nvmlDeviceGetApplicationsClock, h, c) for k, c in _clocks(nv)}
+    default = {k: _try(nv.nvmlDeviceGetDefaultApplicationsClock, h, c) for k, c in _clocks(nv)}
+    ecc = _try(nv.nvmlDeviceGetEccMode, h)
+    mig = _try(nv.nvmlDeviceGetMigMode, h)
+    return {
+        "index": str(i),
+        "name": _text(nv.nvmlDeviceGetName(h)),  # not _try: a GPU that cannot say its name is unreadable
+        "uuid": _text(_try(nv.nvmlDeviceGetUUID, h)),
+        "driver": _text(_try(nv.nvmlSystemGetDriverVersion)),
+        "power_limit_w": _scaled(_try(nv.nvmlDeviceGetEnforcedPowerLimit, h), 1e-3),
+        "default_power_limit_w": _scaled(_try(nv.nvmlDeviceGetPowerManagementDefaultLimit, h), 1e-3),
+        "persistence_mode": _on(_try(nv.nvmlDeviceGetPersistenceMode, h)),
+        "ecc": _on(ecc[0]) if ecc else None,
+        "mig_mode": _on(mig[0]) if mig else None,
+        "mig_devices": _mig_devices(nv, h) if mig and mig[0] else [],
+        "application_clocks_mhz": app,
+        "default_application_clocks_mhz": default,
+        "max_clocks_mhz": {k: _try(nv.nvmlDeviceGetMaxClockInfo, h, c) for k, c in _clocks(nv)},
+        "clocks_locked": None if None in app.values() or None in default.values() else app != default,
+    }
+
+
+def _mig_devices(nv: Any, h: Any) -> list[dict[str, Any]]:
+    out = []
+    for m in range(_try(nv.nvmlDeviceGetMaxMigDeviceCount, h) or 0):
+        mig = _try(nv.nvmlDeviceGetMigDeviceHandleByIndex, h, m)
+        if mig is not None:
+            out.append({"index": m, "name": _text(_try(nv.nvmlDeviceGetName, mig)),
+                        "uuid": _text(_try(nv.nvmlDeviceGetUUID, mig))})
+    return out
 
 
 def _clocks(nv: Any) -> tuple[tuple[str, int], ...]:
@@ -168,12 +228,12 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def settle(index: int, max_temp_c: float, idle_pct: float = 5.0, timeout_s: float = 300.0) -> str:
-    """Wait until GPU `index` is idle and at most `max_temp_c`; what happened, in words, for the record."""
+def settle(device: str, max_temp_c: float, idle_pct: float = 5.0, timeout_s: float = 300.0) -> str:
+    """Wait until the GPU of slot `device` is idle and at most `max_temp_c`; what happened, in words, for the record."""
     started = time.monotonic()
     try:
         with nvml() as nv:
-            h = nv.nvmlDeviceGetHandleByIndex(index)
+            h, _ = handle_for(nv, device)
             while True:
                 temp = nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)
                 util = nv.nvmlDeviceGetUtilizationRates(h).gpu

@@ -67,8 +67,8 @@ def gpu_name(
     gpus = [g for g in manifest.get("gpus") or [] if isinstance(g, dict)]
     if record_slot is not None:
         first = str(record_slot).split(",")[0].strip()
-        for g in gpus:
-            if str(g.get("index")) == first and g.get("name"):
+        for g in gpus:  # a slot is a GPU's UUID (orchestrator/gpus.py), or its index in older runs
+            if first in (str(g.get("index")), g.get("uuid")) and g.get("name"):
                 return str(g["name"])
     names = {str(g["name"]) for g in gpus if g.get("name")}
     if len(names) == 1:

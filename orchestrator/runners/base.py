@@ -61,6 +61,7 @@ class Outcome:
     started_at: str | None = None  # when the cell really started, when that is not when it was handed over
     result_problem: str | None = None  # why the result file could not be read (a FIFO, a link, too large, ...)
     stray: tuple[str, ...] = ()  # what else the workload left in its output directory
+    unsupported: str | None = None  # the runner found, before starting it, that the cell cannot run here (why)
 
 
 class Runner(Protocol):

@@ -50,6 +50,15 @@ STOP_GRACE_S = 2
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}}
 # Host memory a default limit leaves to the host (the orchestrator, the engine, the page cache): the larger of these.
 MEMORY_RESERVE = (2 << 30, 8)  # bytes, and 1/8 of the host's RAM
+CDI_GPU = "nvidia.com/gpu="
+GPU_ENV = {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
+GPU_CHECK_TIMEOUT_S = 120
+# Opt-in: a host directory kept across GPU cells as the CUDA driver's JIT cache (TensorFlow's wheels carry no SASS
+# for Hopper, so each cell would JIT-compile their PTX for minutes). Shared by every cell: only for trusted images.
+CUDA_CACHE_ENV = "LSTM_BENCH_CUDA_CACHE"
+CONTAINER_CUDA_CACHE = "/cuda-cache"
+GPU_HELP = ("install the NVIDIA Container Toolkit (`nvidia-ctk runtime configure --runtime=docker` and restart "
+            "dockerd, or for CDI `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`), or run with --device cpu")
 
 
 def connect(timeout: int = 60) -> Any:
@@ -92,9 +101,64 @@ def remove_orphans(client: Any, everything: bool = False) -> int:
     return removed
 
 
+def cdi_gpus(info: dict[str, Any]) -> list[str]:
+    """The NVIDIA GPUs the engine can inject through CDI ("nvidia.com/gpu=..."): Docker 28.3+ lists the CDI devices
+    it found (`nvidia-ctk cdi generate` writes them) in `docker info`'s DiscoveredDevices."""
+    return [str(d["ID"]) for d in info.get("DiscoveredDevices") or []
+            if isinstance(d, dict) and d.get("Source") == "cdi" and str(d.get("ID", "")).startswith(CDI_GPU)]
+
+
 def has_nvidia_runtime(info: dict[str, Any]) -> bool:
-    runtimes = info.get("Runtimes") or {}
-    return "nvidia" in runtimes or (bool(info.get("CDISpecDirs")) and os.environ.get("LSTM_BENCH_CDI") == "1")
+    """Whether `docker info` shows a route to NVIDIA GPUs: the `nvidia` runtime, or CDI GPU devices. Not proof, and
+    not the only route (the toolkit's hook on dockerd's PATH serves `--gpus` without either): gpu_check decides."""
+    return "nvidia" in (info.get("Runtimes") or {}) or bool(cdi_gpus(info))
+
+
+def gpu_request(slot: str, cdi: list[str]) -> Any:
+    """The device request a GPU cell on `slot` gets: the CDI device of that name when the engine has one (Docker's
+    `--device nvidia.com/gpu=...`), else the toolkit's `--gpus device=<slot>` (a UUID; the toolkit takes those)."""
+    import docker
+
+    name = f"{CDI_GPU}{slot}"
+    if name in cdi:
+        return docker.types.DeviceRequest(driver="cdi", device_ids=[name])
+    return docker.types.DeviceRequest(device_ids=[slot], capabilities=[["gpu"]])
+
+
+def gpu_check(client: Any, image: str, request: Any, labels: dict[str, str]) -> str | None:
+    """Start one throw-away container of the cell's image with the cell's exact device request and list the GPUs it
+    sees (`nvidia-smi -L`, which the toolkit mounts). None when it works; otherwise why, in one line."""
+    container = None
+    try:
+        container = client.containers.create(
+            image, entrypoint=["nvidia-smi", "-L"], command=[], environment=dict(GPU_ENV), device_requests=[request],
+            network_mode="none", labels={**labels, f"{LABEL_PREFIX}.purpose": "gpu-check"}, detach=True,
+        )
+        try:
+            container.start()
+        except Exception as exc:
+            text = _first(exc)
+            if "executable file not found" in text:  # the device was given; this image just has no nvidia-smi
+                return None
+            return f"the Docker engine cannot give this container its GPU ({text}); {GPU_HELP}"
+        code = int(container.wait(timeout=GPU_CHECK_TIMEOUT_S)["StatusCode"])
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
+        if code != 0 or "GPU" not in output:
+            why = (output.splitlines() or ["no output"])[-1]
+            return f"a container with this cell's GPU request cannot use it: nvidia-smi exit {code}: {why}"
+        return None
+    except Exception as exc:  # create() refused (an unknown CDI device, a malformed request) or wait() timed out
+        return f"the Docker engine cannot give this container its GPU ({_first(exc)}); {GPU_HELP}"
+    finally:
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
+def _first(exc: BaseException) -> str:
+    """The engine's own words (an APIError's explanation), else the exception's first line."""
+    text = str(getattr(exc, "explanation", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class DockerRunner:
@@ -130,17 +194,19 @@ class DockerRunner:
         self._running: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._aborted = threading.Event()
+        self.cdi: list[str] = []  # the engine's CDI GPU names, from preflight()
+        self.rootless = False  # a rootless engine (preflight()): cells run as the namespace's root, see _user()
+        self._gpu_checked: dict[str, str | None] = {}  # slot -> why its GPU request fails (None: it works)
+        self._gpu_check_lock = threading.Lock()
 
     # ------------------------------------------------------------------ preflight
     def preflight(self) -> dict[str, Any]:
         info = self.client.info()
         version = self.client.version()
-        if self.device == "gpu" and not has_nvidia_runtime(info) and os.environ.get("LSTM_BENCH_SKIP_GPU_CHECK") != "1":
-            raise OrchestrationError(
-                "GPU cells requested but the Docker engine has no NVIDIA runtime: install the NVIDIA Container "
-                "Toolkit (then `nvidia-ctk runtime configure --runtime=docker` and restart dockerd), "
-                "or run on CPU with --device cpu"
-            )
+        self.cdi = cdi_gpus(info)
+        self.rootless = any("rootless" in str(o) for o in info.get("SecurityOptions") or [])
+        if self.device == "gpu" and not has_nvidia_runtime(info) and not self._any_gpu_route():
+            raise OrchestrationError(f"GPU cells requested but the Docker engine gives containers no GPU: {GPU_HELP}")
         self.memory_limit = memory_limit(self.memory, int(info.get("MemTotal") or 0) or host_ram())
         orphans = remove_orphans(self.client)
         return {
@@ -151,11 +217,29 @@ class DockerRunner:
             "kernel": info.get("KernelVersion"),
             "cgroup_version": info.get("CgroupVersion"),
             "runtimes": sorted((info.get("Runtimes") or {}).keys()),
+            "cdi_gpus": self.cdi,
+            "rootless": self.rootless,
             "orphans_removed": orphans,
             "caps": {"memory_bytes": self.memory_limit, "log": LOG_CONFIG["config"]},
             "host_sampling": self.host_sampling
             or f"unavailable: the engine is on another host ({os.environ.get('DOCKER_HOST')})",
         }
+
+    def _any_gpu_route(self) -> bool:
+        """Without the nvidia runtime or CDI devices, the toolkit's hook on dockerd's PATH may still serve `--gpus`:
+        ask with a container given every GPU, in any local image. No image to ask in: assume a route, and let each
+        slot's gpu_check say."""
+        from orchestrator.gpus import from_container, probe_image
+
+        return probe_image(self.client) is None or from_container(self.client) is not None
+
+    def gpu_problem(self, slot: str, image: str, cell: Cell) -> str | None:
+        """Why `slot`'s GPU cannot be given to a container, checked once per slot with the cell's image and exact
+        request before its first cell (a driverless CDI setup fails only here, at container start)."""
+        with self._gpu_check_lock:
+            if slot not in self._gpu_checked:
+                self._gpu_checked[slot] = gpu_check(self.client, image, gpu_request(slot, self.cdi), self.labels(cell))
+            return self._gpu_checked[slot]
 
     # ------------------------------------------------------------------ images
     def prepare(self, framework: Framework, variant: str | None, on_line: Any = None) -> Environment:
@@ -174,6 +258,10 @@ class DockerRunner:
         io_dir(cell_dir).mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.chmod(cell_dir / PARAMS_FILE, 0o644)  # readable by the container's user; writable by us alone
+        if self.rootless:
+            # Rootless Docker maps the container's root to the user running dockerd (who owns io/) and any other uid
+            # to a subordinate one that cannot write io/. Root in that user namespace is that user, nothing more.
+            return "0:0"
         uid, gid = os.getuid(), os.getgid()
         if uid == 0:
             uid = gid = FALLBACK_UID
@@ -187,9 +275,17 @@ class DockerRunner:
         environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         device_requests = []
         if slot is not None and self.device == "gpu":
-            # Explicit ids: count=1 always means GPU 0, which would stack parallel cells on one GPU.
-            device_requests = [docker.types.DeviceRequest(device_ids=[slot], capabilities=[["gpu"]])]
-            environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+            # Explicit ids (UUIDs): count=1 always means GPU 0, which would stack parallel cells on one GPU.
+            device_requests = [gpu_request(slot, self.cdi)]
+            environment.update(GPU_ENV)
+        mounts = []
+        cache = os.environ.get(CUDA_CACHE_ENV)
+        if cache and device_requests:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            if os.getuid() == 0 and not self.rootless:  # the cells' user (FALLBACK_UID, see _user) must write it
+                os.chown(cache, FALLBACK_UID, FALLBACK_UID)
+            mounts.append(docker.types.Mount(CONTAINER_CUDA_CACHE, str(Path(cache).resolve()), type="bind"))
+            environment.update(CUDA_CACHE_PATH=CONTAINER_CUDA_CACHE, CUDA_CACHE_MAXSIZE=str(4 << 30))
         return {
             "image": env.ref,
             "command": [
@@ -204,6 +300,7 @@ class DockerRunner:
                 docker.types.Mount(CONTAINER_RESULTS, str(io_dir(cell_dir).resolve()), type="bind", read_only=False),
                 docker.types.Mount(CONTAINER_PARAMS, str((cell_dir / PARAMS_FILE).resolve()), type="bind",
                                    read_only=True),
+                *mounts,
             ],
             "read_only": True,  # the image (and with it the workload code) is read-only
             "tmpfs": {"/tmp": "rw,exec,size=2g"},
@@ -243,6 +340,10 @@ class DockerRunner:
         timed_out = oom_killed = False
         exit_code: int | None = None
         error: str | None = None
+        if self.device == "gpu" and slot is not None and env.ref is not None:
+            problem = self.gpu_problem(slot, env.ref, cell)
+            if problem is not None:
+                return Outcome(None, False, False, None, "", time.monotonic() - started, unsupported=problem)
         try:
             container = self.client.containers.create(**self.container_config(cell, env, cell_dir, slot))
             with self._lock:

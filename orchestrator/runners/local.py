@@ -23,11 +23,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.frameworks import Framework
+from orchestrator.gpus import CUDA_ORDINAL
 from orchestrator.machine.cell import CellProcess
 from orchestrator.plan import Cell
 from orchestrator.runners.base import (
@@ -102,9 +104,10 @@ class LocalRunner:
     ) -> Outcome:
         started = time.monotonic()
         tail = LogTail()
-        environ = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.root)}
+        environ = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path(self.root, os.environ)}
         if self.device == "gpu" and slot is not None:
-            environ["CUDA_VISIBLE_DEVICES"] = slot
+            # A UUID (gpus.py), or an inherited CUDA_VISIBLE_DEVICES entry we could not tie to a UUID, verbatim.
+            environ["CUDA_VISIBLE_DEVICES"] = slot.removeprefix(CUDA_ORDINAL)
         elif self.device == "cpu":
             environ["CUDA_VISIBLE_DEVICES"] = ""
         token = f"{os.getpid()}:{cell.cell_id}:{secrets.token_hex(4)}"
@@ -219,6 +222,13 @@ def _owner_dead(value: str) -> bool:
 def kill_orphans() -> int:
     """Kill the cell processes whose orchestrator is gone (SIGKILLed mid-cell); how many."""
     return kill_tagged(_owner_dead)
+
+
+def python_path(root: Path, environ: Mapping[str, str]) -> str:
+    """The repo root first (its `workloads` package), then whatever the host needs on PYTHONPATH (a site's own
+    framework installs, e.g. a module system's): replacing it would hide them from the cell."""
+    inherited = environ.get("PYTHONPATH", "")
+    return os.pathsep.join([str(root), *(p for p in inherited.split(os.pathsep) if p)])
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
