@@ -89,13 +89,14 @@ probe bf16 120
 run() {
   local name="$1" cap="$2"; shift 2
   (cd "$root" && step "$name" "$cap" "$python" -m orchestrator matrix.yaml --only torch,jax,flax --runner local \
-    --python current --device gpu --out "$out/$name" -q "$@" >"$out/$name.log" 2>&1)
+    --python current --device gpu --out "$out/$name" -q --set repeats=1 "$@" >"$out/$name.log" 2>&1)
   if [ -d "$out/$name" ] && [ ! -f "$out/$name/report.md" ]; then  # interrupted before its report
     (cd "$root" && timeout 60 "$python" -m orchestrator report "$out/$name" >>"$out/$name.log" 2>&1)
   fi
 }
 # The fp32 job gets all but 100 s of what is left (15 cells: framework start-up and XLA compiles dominate); the
-# precision job, 6 cells at hidden 512, the rest.
+# precision job, 6 cells at hidden 512, the rest. One process per cell (repeats=1, not matrix.yaml's 3): this check
+# proves the host and its paths within its budget; ranking needs the main job's repeats.
 run run-fp32 $(( $(left) - 100 ))
 run run-tf32-bf16 "$(left)" --hidden 512 --set 'precision=[tf32,bf16]'
 
