@@ -1,0 +1,97 @@
+"""Capacity search (orchestrator/capacity.py): the probe sequence on synthetic boundaries, and the real thing on the
+Docker engine (numpy-reference under a 256 MiB container limit: host-oom is the boundary)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from orchestrator.capacity import STEP, first_probe, load_capacity, next_probe, search
+from orchestrator.errors import InputError
+from orchestrator.frameworks import discover
+from orchestrator.matrix import parse_matrix
+from orchestrator.pipeline import RunSummary
+from orchestrator.plan import Plan, expand
+from orchestrator.results import Status
+from tests.conftest import BUILD_ARG, ROOT, TINY, run_cli
+
+
+class FakeStore:
+    """What `search` reads back after each round: the status each probe's record holds."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Status] = {}
+
+    def read_record(self, cell_id: str, run_id: str | None) -> tuple[object | None, str | None]:
+        got = self.status.get(cell_id)
+        return (SimpleNamespace(status=got), None) if got is not None else (None, "no record")
+
+
+def simulate(fits: dict[str, int], start: int = 128, ceiling: int = 8192, fail: Status = Status.HOST_OOM,
+             ) -> tuple[list, list[list[int]]]:
+    """Run `search` against frameworks that train ok up to fits[name] and fail with `fail` above it."""
+    doc = {"frameworks": [{"name": n} for n in fits], "hidden": [start], "device": "cpu"}
+    plan = expand(parse_matrix(yaml.safe_dump(doc), "m.yaml"), discover(ROOT / "images"))
+    store, rounds = FakeStore(), []
+
+    def run_round(p: Plan) -> RunSummary:
+        rounds.append([c.hidden for c in p.cells])
+        for c in p.cells:
+            store.status[c.cell_id] = Status.OK if c.hidden <= fits[c.framework] else fail
+        return RunSummary()
+
+    found, interrupted = search(plan, store, "run", ceiling, run_round)  # type: ignore[arg-type]
+    assert not interrupted
+    return found, rounds
+
+
+def test_next_probe_doubles_then_bisects_on_the_grid() -> None:
+    assert next_probe(None, None, 128, 4096) == 128
+    assert next_probe(128, None, 128, 4096) == 256
+    assert next_probe(2048, None, 128, 4096) == 4096
+    assert next_probe(4096, None, 128, 4096) is None  # the ceiling trains: no failure to find
+    assert next_probe(1024, 2048, 128, 4096) == 1536
+    assert next_probe(1024, 1088, 128, 4096) is None  # one step apart: the boundary
+    assert next_probe(None, 128, 128, 4096) == 64  # the first probe failed: search below it
+    assert next_probe(None, 64, 128, 4096) is None
+    assert first_probe((100, 300)) == 128
+
+
+@pytest.mark.parametrize("fit", [64, 1000, 1024, 1087, 3000, 8191])
+def test_search_finds_the_boundary_with_few_probes(fit: int) -> None:
+    found, rounds = simulate({"numpy-reference": fit})
+    (s,) = found
+    largest = fit // STEP * STEP
+    assert (s.ok, s.failed, s.failed_status) == (largest, largest + STEP, "host-oom")
+    assert len(s.cells) == len(rounds) <= 2 * 7  # log2(8192/64) doublings + as many halvings at most
+    assert len(set(s.cells)) == len(s.cells)  # never the same probe twice
+
+
+def test_search_runs_one_probe_per_unfinished_framework_per_round() -> None:
+    found, rounds = simulate({"numpy-reference": 700, "jax": 5000})
+    assert [(s.template.framework, s.ok, s.failed) for s in found] == [("numpy-reference", 640, 704),
+                                                                       ("jax", 4992, 5056)]
+    assert [len(r) for r in rounds] == [2] * len(found[0].cells) + [1] * (len(found[1].cells) - len(found[0].cells))
+
+
+def test_nothing_fits_and_everything_fits() -> None:
+    (s,), _ = simulate({"numpy-reference": 10}, start=128)
+    assert (s.ok, s.failed) == (None, 64)
+    (s,), _ = simulate({"numpy-reference": 10**6}, start=128, ceiling=1024)
+    assert (s.ok, s.failed) == (1024, None)
+
+
+def test_a_size_independent_failure_ends_the_series_without_a_boundary() -> None:
+    (s,), rounds = simulate({"numpy-reference": 0}, fail=Status.BUILD_FAILED)
+    assert (s.ok, s.failed, s.ended) == (None, None, "build-failed") and len(rounds) == 1
+
+
+def test_a_malformed_capacity_file_is_one_line(tmp_path: Path) -> None:
+    assert load_capacity(tmp_path) is None
+    (tmp_path / "capacity.json").write_text(json.dumps({"axis": "hidden", "series": "x"}))
+    with pytest.raises(InputError, match=r"capacity\.json is not a readable capacity file"):
+        load_capacity(tmp_path)
