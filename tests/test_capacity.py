@@ -17,7 +17,7 @@ from orchestrator.matrix import parse_matrix
 from orchestrator.pipeline import RunSummary
 from orchestrator.plan import Plan, expand
 from orchestrator.results import Status
-from tests.conftest import BUILD_ARG, ROOT, TINY, run_cli
+from tests.conftest import BUILD_ARG, ROOT, run_cli
 
 
 class FakeStore:
@@ -95,3 +95,43 @@ def test_a_malformed_capacity_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "capacity.json").write_text(json.dumps({"axis": "hidden", "series": "x"}))
     with pytest.raises(InputError, match=r"capacity\.json is not a readable capacity file"):
         load_capacity(tmp_path)
+
+
+# A vocabulary this large makes the embedding (and its gradient) fill a 256 MiB container at a few hundred hidden
+# units, so each probe is a second or two: the boundary is host-oom, found in about 7 probes.
+CAPACITY_ARGS = ["--only", "numpy-reference", "--device", "cpu", "--hidden", "128", "--set", "memory=256m",
+                 "--set", "batch=2", "--set", "seq_len=4", "--set", "vocab=40000", "--set", "iters=2",
+                 "--set", "warmup=0", "--build-arg", BUILD_ARG]
+
+
+@pytest.mark.docker
+def test_capacity_finds_the_host_oom_boundary_of_numpy_reference(base_image: str, project_copy,
+                                                                 tmp_path: Path) -> None:
+    project = project_copy()
+    out = tmp_path / "cap"
+    proc = run_cli(["capacity", "matrix.yaml", *CAPACITY_ARGS, "--out", str(out)], cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = load_capacity(out)
+    assert found is not None and found.complete
+    (s,) = found.series
+    assert s.framework == "numpy-reference" and s.failed_status == "host-oom"
+    assert s.largest_ok is not None and s.smallest_failed == s.largest_ok + STEP
+    # Every probe is a normal record of the run, in the index, and agrees with the boundary.
+    records = {r["cell_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert sorted(records) == sorted(s.cells) and len(s.cells) <= 10
+    for r in records.values():
+        assert r["status"] == ("ok" if r["hidden"] <= s.largest_ok else "host-oom"), r["cell_id"]
+    assert json.loads((out / "manifest.json").read_text())["capacity"]["axis"] == "hidden"
+    report = (out / "report.md").read_text()
+    assert "## Largest hidden that fits" in report
+    assert f"| numpy (reference) | loop | fp32 | {s.largest_ok} | {s.smallest_failed} (host out of mem) |" in report
+
+    # --resume replays the search from the records: nothing runs again, the same answer.
+    before = (out / "capacity.json").read_text()
+    again = run_cli(["capacity", "matrix.yaml", *CAPACITY_ARGS, "--out", str(out), "--resume", "-q"], cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (out / "capacity.json").read_text() == before
+    assert {p.name for p in (out / "cells").iterdir()} == set(s.cells)
+    # A plain run cannot "finish" a capacity search (its matrix alone does not say which cells it holds).
+    plain = run_cli(["matrix.yaml", *CAPACITY_ARGS, "--out", str(out), "--resume"], cwd=project)
+    assert plain.returncode == 2 and "holds a capacity search" in plain.stderr, plain.stderr

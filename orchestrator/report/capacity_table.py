@@ -22,17 +22,16 @@ def capacity_table(a: Analysis) -> Table:
         return Table("capacity", "Largest hidden that fits", [], [])
     rows = []
     for s in found.series:
-        name = s.label + (f" [{s.impl}]" if s.impl != "default" else "") + (
-            f" {s.precision}" if s.precision != "fp32" else "")
         if s.ended:
             fails = f"no boundary: {_word(s.ended)}"
         elif s.smallest_failed is None:
             fails = f"none up to {found.ceiling}"
         else:
             fails = f"{s.smallest_failed} ({_word(s.failed_status)})"
-        rows.append([name, str(s.largest_ok) if s.largest_ok is not None else "none", fails, str(len(s.cells))])
+        ok = str(s.largest_ok) if s.largest_ok is not None else "none"
+        rows.append([s.label, s.impl, s.precision, ok, fails, str(len(s.cells))])
     intro = (f"Capacity search on the hidden axis: multiples of {found.step}, doubling from {found.first_probe} until "
              f"a probe fails, then binary search; each probe is a cell of this run (capacity.json).")
     notes = [] if found.complete else ["The search was interrupted: finish it with `capacity --resume`."]
-    return Table("capacity", "Largest hidden that fits",
-                 ["framework", "largest hidden ok", "smallest failing (status)", "probes"], rows, intro, notes)
+    headers = ["framework", "impl", "precision", "largest hidden ok", "smallest failing (status)", "probes"]
+    return Table("capacity", "Largest hidden that fits", headers, rows, intro, notes)
