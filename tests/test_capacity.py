@@ -135,3 +135,14 @@ def test_capacity_finds_the_host_oom_boundary_of_numpy_reference(base_image: str
     # A plain run cannot "finish" a capacity search (its matrix alone does not say which cells it holds).
     plain = run_cli(["matrix.yaml", *CAPACITY_ARGS, "--out", str(out), "--resume"], cwd=project)
     assert plain.returncode == 2 and "holds a capacity search" in plain.stderr, plain.stderr
+
+
+def test_capacity_bad_input_is_one_line_and_dry_run_runs_nothing(tmp_path: Path) -> None:
+    bad = run_cli(["capacity", "matrix.yaml", "--max", "100"])
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--max 100: expected a multiple of 64" in bad.stderr
+    high = run_cli(["capacity", "matrix.yaml", "--hidden", "1000", "--max", "512"])
+    assert high.returncode == 2 and "first probe (hidden 1024) is above --max 512" in high.stderr
+    dry = run_cli(["capacity", "matrix.yaml", "--only", "numpy-reference", "--hidden", "100", "--dry-run",
+                   "--out", str(tmp_path / "x")])
+    assert dry.returncode == 0 and "numpy-reference-loop: first probe hidden=128, at most 65536" in dry.stdout
+    assert not (tmp_path / "x").exists()
