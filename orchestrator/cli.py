@@ -217,9 +217,15 @@ def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
 def cmd_run(argv: list[str], console: Console) -> int:
     args = run_parser().parse_args(argv)
     plan = make_plan(args)
+    check_gpu_settle(args, plan)
     if args.dry_run:
         return dry_run(plan)
     return run_session(args, argv, console, plan)
+
+
+def check_gpu_settle(args: argparse.Namespace, plan: Plan) -> None:
+    if args.gpu_settle is not None and (plan.matrix.device != "gpu" or not 0 < args.gpu_settle <= 120):
+        raise InputError(f"--gpu-settle {args.gpu_settle:g}: needs --device gpu and a temperature in (0, 120] °C")
 
 
 def run_session(
@@ -233,8 +239,6 @@ def run_session(
     from orchestrator.store import RUN_DIR_SCHEMA, RunStore
     from orchestrator.ui import RichEvents, summary_table
 
-    if args.gpu_settle is not None and (plan.matrix.device != "gpu" or not 0 < args.gpu_settle <= 120):
-        raise InputError(f"--gpu-settle {args.gpu_settle:g}: needs --device gpu and a temperature in (0, 120] °C")
     if args.resume and args.out is None:
         raise InputError("--resume needs --out DIR (the run directory to finish)")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -403,6 +407,7 @@ def cmd_capacity(argv: list[str], console: Console) -> int:
         raise InputError(f"--max {args.ceiling}: expected a multiple of {capacity.STEP} in "
                          f"[{capacity.STEP}, {MAX_SIZE}]")
     plan = make_plan(args)
+    check_gpu_settle(args, plan)
     start = capacity.first_probe(plan.matrix.hidden)
     if start > args.ceiling:
         raise InputError(f"the first probe (hidden {start}) is above --max {args.ceiling}")

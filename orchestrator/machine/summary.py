@@ -50,6 +50,8 @@ class MachineState(BaseModel):
     j_per_batch: float | None = None  # gpu_energy_j / timed batches
     gpu_reasons: list[str] = []  # clock-event reasons seen in the window (gpu-idle, sw-power-cap, ...)
     throttled: bool | None = None  # a power or thermal reason was seen; None without a GPU reading
+    gpu_other_procs: int | None = None  # most compute processes not the cell's on its GPU at once, in the window
+    gpu_shared: bool | None = None  # gpu_other_procs > 0; None when NVML could not list the GPU's processes
     settle: str | None = None  # what --gpu-settle found before the cell started
     sampler_cpu_s: float = 0.0  # the sampler's own CPU time over the whole cell
     unavailable: dict[str, str] = {}  # source (gpu, cell, host, window) -> "unavailable: <reason>"
@@ -136,6 +138,7 @@ def summarise(
     coverages = [c[1] for c in (cpu, energy, counter_delta(samples, "host_busy_s", t0, t1) if span else None) if c]
     share = others_share(samples, t0, t1) if span > 0 else None
     joules = energy[0] if energy else None
+    others = [int(s["gpu_other_procs"]) for s in chosen if "gpu_other_procs" in s]
     return MachineState(
         window=kind,
         window_s=round(span, 6),
@@ -151,6 +154,8 @@ def summarise(
         j_per_batch=joules / batches if joules is not None and batches and kind == "timed" else None,
         gpu_reasons=reasons,
         throttled=bool(THROTTLING.intersection(reasons)) if masks else None,
+        gpu_other_procs=max(others) if others else None,
+        gpu_shared=max(others) > 0 if others else None,
         settle=settle,
         sampler_cpu_s=round(sampler_cpu_s, 6),
         unavailable=missing,

@@ -19,6 +19,8 @@ def flags(m: MachineState) -> list[str]:
         out.append("THROTTLED")
     if m.host_busy:
         out.append("BUSY HOST")
+    if m.gpu_shared:
+        out.append("GPU SHARED")
     if m.window == "cell":
         out.append("whole cell")  # no timed window from the workload: the figures include set-up
     return out
@@ -60,7 +62,8 @@ def machine_table(a: Analysis) -> Table:
     intro = (
         "Sampled on the host every few tenths of a second while each cell ran, summarised over its timed part "
         f"(docs/report.md). BUSY HOST: other processes took more than {BUSY_SHARE:.0%} of the cell's CPUs' time "
-        "(other load). THROTTLED: the GPU reported a power or thermal clock reason. clocks-set-by-user: application "
+        "(other load). GPU SHARED: NVML listed a compute process on the cell's GPU that is not the cell's during its "
+        "timed part. THROTTLED: the GPU reported a power or thermal clock reason. clocks-set-by-user: application "
         "or locked clocks (whether clocks were locked is in the manifest's GPU rows; this tool never changes them). "
         "J/batch: NVML's energy counter over the timed part / timed batches. TFLOP/s per W: TFLOP/s at the median "
         "/ average power. Raw samples: cells/<cell>/machine.jsonl."
@@ -72,7 +75,11 @@ def machine_table(a: Analysis) -> Table:
 def machine_warnings(a: Analysis) -> list[str]:
     throttled = [f"{label} hidden-{r.hidden}" for label, r in _records(a) if r.machine and r.machine.throttled]
     busy = [f"{label} hidden-{r.hidden}" for label, r in _records(a) if r.machine and r.machine.host_busy]
+    shared = [f"{label} hidden-{r.hidden}" for label, r in _records(a) if r.machine and r.machine.gpu_shared]
     out = []
+    if shared:
+        out.append(f"another process used the GPU during {', '.join(shared)}: their times are not this GPU's alone; "
+                   "see Machine state")
     if throttled:
         out.append(f"the GPU throttled (power or heat) during {', '.join(throttled)}: their times are not the "
                    "GPU's best; see Machine state")
