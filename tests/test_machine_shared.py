@@ -14,6 +14,7 @@ from report_helpers import derived_run
 from test_machine import gpu_samples
 from test_machine_report import table_lines
 
+from orchestrator.compare import compare
 from orchestrator.machine import gpu
 from orchestrator.machine.cell import CellProcess, owned_by
 from orchestrator.machine.summary import MachineState, summarise
@@ -81,3 +82,4 @@ def test_a_gpu_shared_cell_is_flagged_warned_and_exported(real_run: Path, tmp_pa
     assert "GPU SHARED" in table_lines(md, "Machine state during each cell")[0]
     csv = pd.read_csv(run / "results.csv")
     assert csv.set_index("cell_id").loc[first.cell_id, "gpu_shared"] == True  # noqa: E712 (a numpy bool)
+    assert "run B: 1 cell(s) shared their GPU with another process" in compare(real_run, run)
