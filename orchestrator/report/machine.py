@@ -26,6 +26,13 @@ def flags(m: MachineState) -> list[str]:
     return out
 
 
+def energy_text(m: MachineState) -> str:
+    """J/batch, labelled when it comes from integrated power samples rather than NVML's energy counter."""
+    if m.j_per_batch is None:
+        return ""
+    return f"{m.j_per_batch:.3g}" + (" (from power samples)" if m.gpu_energy_source == "power-samples" else "")
+
+
 def tflops_per_watt(rec: CellRecord, m: MachineState) -> float | None:
     params = rec.cell_params  # the cell's own, never the workload's echo
     if not m.gpu_avg_w or not rec.median_ms or not params:
@@ -56,7 +63,7 @@ def machine_table(a: Analysis) -> Table:
             f"{100 * m.host_others_share:.0f}%" if m.host_others_share is not None else "",
             f"{m.cell_cpu_s:.2f}" if m.cell_cpu_s is not None else "",
             _median(m, "gpu_sm_mhz", ".0f"), _median(m, "gpu_power_w", ".0f"), f"{temp.max:.0f}" if temp else "",
-            ", ".join(m.gpu_reasons), f"{m.j_per_batch:.3g}" if m.j_per_batch is not None else "",
+            ", ".join(m.gpu_reasons), energy_text(m),
             f"{per_w:.3g}" if per_w is not None else "",
         ])
     intro = (
@@ -65,7 +72,8 @@ def machine_table(a: Analysis) -> Table:
         "(other load). GPU SHARED: NVML listed a compute process on the cell's GPU that is not the cell's during its "
         "timed part. THROTTLED: the GPU reported a power or thermal clock reason. clocks-set-by-user: application "
         "or locked clocks (whether clocks were locked is in the manifest's GPU rows; this tool never changes them). "
-        "J/batch: NVML's energy counter over the timed part / timed batches. TFLOP/s per W: TFLOP/s at the median "
+        "J/batch: NVML's energy counter over the timed part / timed batches (on a GPU without that counter, the "
+        "power samples integrated over it, labelled \"from power samples\"). TFLOP/s per W: TFLOP/s at the median "
         "/ average power. Raw samples: cells/<cell>/machine.jsonl."
     )
     notes = sorted({f"{k}: {v}" for _, r in _records(a) if r.machine for k, v in r.machine.unavailable.items()})
