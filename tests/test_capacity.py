@@ -3,6 +3,7 @@ Docker engine (numpy-reference under a 256 MiB container limit: host-oom is the 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -146,3 +147,16 @@ def test_capacity_bad_input_is_one_line_and_dry_run_runs_nothing(tmp_path: Path)
                    "--out", str(tmp_path / "x")])
     assert dry.returncode == 0 and "numpy-reference-loop: first probe hidden=128, at most 65536" in dry.stdout
     assert not (tmp_path / "x").exists()
+
+
+def test_the_rounds_of_a_search_show_as_one_progress_bar() -> None:
+    from rich.console import Console
+
+    from orchestrator.ui import RichEvents
+
+    with RichEvents(Console(file=io.StringIO())) as events:
+        for round_cells, done in ((1, 0), (2, 1), (1, 0)):
+            events.build_started(("numpy-reference", None))
+            events.cells_planned(round_cells, done)
+        (builds, cells) = events.progress.tasks
+        assert (cells.total, cells.completed) == (4, 1) and "numpy-reference" in str(builds.description)
