@@ -81,5 +81,6 @@ def test_a_gpu_shared_cell_is_flagged_warned_and_exported(real_run: Path, tmp_pa
     assert f"another process used the GPU during {first.label} hidden-{first.hidden}" in md
     assert "GPU SHARED" in table_lines(md, "Machine state during each cell")[0]
     csv = pd.read_csv(run / "results.csv")
-    assert csv.set_index("cell_id").loc[first.cell_id, "gpu_shared"] == True  # noqa: E712 (a numpy bool)
+    row = csv.set_index("cell_id").loc[first.cell_id]
+    assert row["gpu_shared"] == True and row["gpu_energy_source"] == "counter"  # noqa: E712 (a numpy bool)
     assert "run B: 1 cell(s) shared their GPU with another process" in compare(real_run, run)

@@ -154,7 +154,7 @@ def summarise(
     reasons = reason_names(int(np.bitwise_or.reduce(masks))) if masks else []
     cpu = counter_delta(samples, "cell_cpu_s", t0, t1) if span > 0 else None
     energy = counter_delta(samples, "gpu_energy_j", t0, t1) if span > 0 else None
-    source: Literal["counter", "power-samples"] | None = "counter" if energy else None
+    source: Literal["counter", "power-samples"] | None = "counter" if energy is not None else None
     if energy is None and span > 0 and (energy := integrated_power(samples, t0, t1)) is not None:
         source = "power-samples"
     coverages = [c[1] for c in (cpu, energy, counter_delta(samples, "host_busy_s", t0, t1) if span else None) if c]
