@@ -160,3 +160,17 @@ def test_the_rounds_of_a_search_show_as_one_progress_bar() -> None:
             events.cells_planned(round_cells, done)
         (builds, cells) = events.progress.tasks
         assert (cells.total, cells.completed) == (4, 1) and "numpy-reference" in str(builds.description)
+
+
+def test_an_interrupted_round_stops_the_search_without_a_boundary() -> None:
+    doc = {"frameworks": [{"name": "numpy-reference"}], "hidden": [128], "device": "cpu"}
+    plan = expand(parse_matrix(yaml.safe_dump(doc), "m.yaml"), discover(ROOT / "images"))
+    store = FakeStore()
+
+    def run_round(p: Plan) -> RunSummary:  # the first probe ends ok; the second is interrupted (no record)
+        if not store.status:
+            store.status[p.cells[0].cell_id] = Status.OK
+        return RunSummary(interrupted=len(store.status) > 0 and p.cells[0].hidden != 128)
+
+    (s,), interrupted = search(plan, store, "run", 4096, run_round)  # type: ignore[arg-type]
+    assert interrupted and (s.ok, s.failed) == (128, None) and len(s.cells) == 1
