@@ -1,6 +1,7 @@
 """Command line: argument parsing and the pipeline's steps in order, nothing else.
 
     python -m orchestrator MATRIX [options]          run a matrix (same as `run MATRIX`)
+    python -m orchestrator capacity MATRIX [options] the largest hidden size each framework trains (capacity.json)
     python -m orchestrator report RUN_DIR            re-render the report from stored results
     python -m orchestrator compare RUN_A RUN_B       per-cell ratios and verdicts over fresh processes
     python -m orchestrator clean                     remove containers left by a killed run
@@ -33,7 +34,7 @@ from orchestrator.results import Status
 from orchestrator.text import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-SUBCOMMANDS = ("run", "report", "compare", "clean", "build", "new")
+SUBCOMMANDS = ("run", "capacity", "report", "compare", "clean", "build", "new")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +46,8 @@ def run_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m orchestrator",
         description="Run the LSTM benchmark matrix: one image per framework (images/<name>/Dockerfile), one fresh "
-        "container per cell, one JSON result per cell, then a report. Other commands: build MATRIX | report RUN_DIR | "
+        "container per cell, one JSON result per cell, then a report. Other commands: build MATRIX | capacity MATRIX | "
+        "report RUN_DIR | "
         "compare RUN_A RUN_B | clean | new NAME.",
         epilog="Exit codes: 0 run completed (classified cell failures included), 1 orchestration failed "
         "(e.g. no Docker engine), 2 bad input, 130 interrupted (finished cells kept; rerun with --resume).",
@@ -213,17 +215,30 @@ def make_runner(args: argparse.Namespace, matrix: Matrix, run_id: str) -> Any:
 
 
 def cmd_run(argv: list[str], console: Console) -> int:
+    args = run_parser().parse_args(argv)
+    plan = make_plan(args)
+    check_gpu_settle(args, plan)
+    if args.dry_run:
+        return dry_run(plan)
+    return run_session(args, argv, console, plan)
+
+
+def check_gpu_settle(args: argparse.Namespace, plan: Plan) -> None:
+    if args.gpu_settle is not None and (plan.matrix.device != "gpu" or not 0 < args.gpu_settle <= 120):
+        raise InputError(f"--gpu-settle {args.gpu_settle:g}: needs --device gpu and a temperature in (0, 120] °C")
+
+
+def run_session(
+    args: argparse.Namespace, argv: list[str], console: Console, plan: Plan, drive: Any = None,
+    manifest_extra: dict[str, Any] | None = None,
+) -> int:
+    """A run directory's whole session: manifest, lock, environments pinned, cells, report. `drive` replaces the
+    plain pass over the plan's cells (the capacity search runs its probes through the same pipeline)."""
     from orchestrator.manifest import initial_manifest, now_iso
     from orchestrator.pipeline import Events, execute
     from orchestrator.store import RUN_DIR_SCHEMA, RunStore
     from orchestrator.ui import RichEvents, summary_table
 
-    args = run_parser().parse_args(argv)
-    plan = make_plan(args)
-    if args.gpu_settle is not None and (plan.matrix.device != "gpu" or not 0 < args.gpu_settle <= 120):
-        raise InputError(f"--gpu-settle {args.gpu_settle:g}: needs --device gpu and a temperature in (0, 120] °C")
-    if args.dry_run:
-        return dry_run(plan)
     if args.resume and args.out is None:
         raise InputError("--resume needs --out DIR (the run directory to finish)")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -232,6 +247,10 @@ def cmd_run(argv: list[str], console: Console) -> int:
     matrix_doc = plan.matrix.model_dump(mode="json")
     build_args = parse_build_args(args.build_args)
     previous = resumable_manifest(store, matrix_doc, build_args) if args.resume else refuse_used_out(out)
+    if previous and previous.get("capacity") != (manifest_extra or {}).get("capacity"):
+        held = f"a capacity search ({previous['capacity']})" if previous.get("capacity") else "a plain run"
+        raise InputError(f"--resume: {out} holds {held}; finish it with the command and options that started it, "
+                         f"or {FRESH}")
     run_id = previous.get("run_id") or f"{stamp}-{secrets.token_hex(3)}"
 
     # Reach the engine (and check its GPU runtime) before creating anything: a run that cannot start leaves no trace.
@@ -241,7 +260,7 @@ def cmd_run(argv: list[str], console: Console) -> int:
     store.open_for_run()
     try:
         manifest = initial_manifest(run_id, matrix_doc, runner_info, [sys.executable, "-m", "orchestrator", *argv])
-        manifest.update(run_dir_schema=RUN_DIR_SCHEMA, build_args=build_args)
+        manifest.update(run_dir_schema=RUN_DIR_SCHEMA, build_args=build_args, **(manifest_extra or {}))
         if previous:
             manifest["started_at"] = previous.get("started_at", manifest["started_at"])
             manifest["environments"] = previous.get("environments", {})
@@ -249,19 +268,20 @@ def cmd_run(argv: list[str], console: Console) -> int:
             manifest["resumed_at"] = [*previous.get("resumed_at", []), now_iso()]
         store.write_manifest(manifest)
 
-        events: Events
         check = pin_images(store, run_id, manifest, args.resume)
+
+        def cells(events: Events) -> Any:
+            if drive is not None:
+                return drive(runner, store, run_id, slots, events, check)
+            return execute(plan, runner, store, run_id, slots, events, args.resume, check_environments=check,
+                           gpu_settle_c=args.gpu_settle)
+
         try:
             if args.quiet:
-                events = Events()
-                summary = execute(
-                    plan, runner, store, run_id, slots, events, args.resume, check_environments=check,
-                    gpu_settle_c=args.gpu_settle,
-                )
+                summary = cells(Events())
             else:
                 with RichEvents(console) as events:
-                    summary = execute(plan, runner, store, run_id, slots, events, args.resume,
-                                      check_environments=check, gpu_settle_c=args.gpu_settle)
+                    summary = cells(events)
         except InputError:
             store.write_manifest(previous)  # refused before any cell ran: the run dir is as it was
             raise
@@ -367,6 +387,40 @@ def pin_images(store: Any, run_id: str, manifest: dict[str, Any], resume: bool) 
     return check
 
 
+def cmd_capacity(argv: list[str], console: Console) -> int:
+    from orchestrator import capacity
+    from orchestrator.matrix import MAX_SIZE
+
+    p = run_parser()
+    p.prog = "python -m orchestrator capacity"
+    p.description = (
+        "Per framework (variant, impl, precision): the largest hidden size that trains ok and the smallest that "
+        f"fails, with its status. Probes are cells on the multiples of {capacity.STEP}: doubling from the matrix's "
+        "smallest hidden size (or --hidden N) until one fails, then binary search. Every probe is a normal cell of "
+        f"the run directory; the result is {capacity.CAPACITY_FILE} there and a table in the report."
+    )
+    p.add_argument("--axis", choices=("hidden",), default="hidden", help="the axis searched (default hidden)")
+    p.add_argument("--max", dest="ceiling", type=int, default=MAX_SIZE, metavar="N",
+                   help=f"the largest size probed (default {MAX_SIZE})")
+    args = p.parse_args(argv)
+    if not capacity.STEP <= args.ceiling <= MAX_SIZE or args.ceiling % capacity.STEP:
+        raise InputError(f"--max {args.ceiling}: expected a multiple of {capacity.STEP} in "
+                         f"[{capacity.STEP}, {MAX_SIZE}]")
+    plan = make_plan(args)
+    check_gpu_settle(args, plan)
+    start = capacity.first_probe(plan.matrix.hidden)
+    if start > args.ceiling:
+        raise InputError(f"the first probe (hidden {start}) is above --max {args.ceiling}")
+    if args.dry_run:
+        for s in capacity.series_of(plan):
+            print(f"{s.template.cell_id.removesuffix('-h0-r0')}: first probe hidden={start}, at most {args.ceiling}")
+        return EXIT_OK
+    settings = {"axis": args.axis, "step": capacity.STEP, "ceiling": args.ceiling}
+    return run_session(args, ["capacity", *argv], console, plan,
+                       drive=capacity.drive(plan, args.ceiling, args.gpu_settle),
+                       manifest_extra={"capacity": settings})
+
+
 def cmd_report(argv: list[str], console: Console) -> int:
     p = _Parser(prog="python -m orchestrator report", description="Re-render a run's report from its stored results.")
     p.add_argument("run_dir", type=Path)
@@ -451,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a scheduler, `kill`) both stop a run cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    commands = {"report": cmd_report, "compare": cmd_compare, "clean": cmd_clean, "build": cmd_build, "new": cmd_new}
+    commands = {"capacity": cmd_capacity, "report": cmd_report, "compare": cmd_compare, "clean": cmd_clean,
+                "build": cmd_build, "new": cmd_new}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:], console)

@@ -182,6 +182,9 @@ def machine_notes(a: LoadedRun, b: LoadedRun) -> list[str]:
         if busy:
             notes.append(f"run {side}: {busy} cell(s) ran on a busy host (other processes took their CPUs); "
                          "compare with care")
+        shared = sum(1 for r in run.records if r.machine and r.machine.gpu_shared)
+        if shared:
+            notes.append(f"run {side}: {shared} cell(s) shared their GPU with another process; compare with care")
     return notes
 
 

@@ -57,6 +57,9 @@ class RichEvents(Events):
         self.progress.stop()
 
     def build_started(self, key: tuple[str, str | None]) -> None:
+        if key in self._builds:  # prepared again (each round of a capacity search): the same line
+            self.progress.update(self._builds[key], description=f"build {_key_name(key)}", total=None, completed=0)
+            return
         self._builds[key] = self.progress.add_task(f"build {_key_name(key)}", total=None)
 
     def build_line(self, key: tuple[str, str | None], line: str) -> None:
@@ -75,6 +78,11 @@ class RichEvents(Events):
         self.progress.update(task, description=text, total=1, completed=1)
 
     def cells_planned(self, total: int, already_done: int) -> None:
+        if self._cells_task is not None:  # more cells planned (the next round of a capacity search): one bar
+            task = next(t for t in self.progress.tasks if t.id == self._cells_task)
+            self.progress.update(self._cells_task, total=(task.total or 0) + total,
+                                 completed=task.completed + already_done)
+            return
         self._cells_task = self.progress.add_task("cells", total=total, completed=already_done)
 
     def cell_started(self, cell: Cell, slot: str | None) -> None:

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.machine import gpu
-from orchestrator.machine.cpu import CgroupCell, HostCpu, ProcessCell
+from orchestrator.machine.cpu import PROC, CgroupCell, HostCpu, ProcessCell
 from orchestrator.machine.sampler import PERIOD_S, Sampler, first_line
 from orchestrator.machine.summary import MachineState, summarise
 from orchestrator.store import write_atomic
@@ -33,6 +35,30 @@ class CellProcess:
     own_cgroup: bool  # a container: measure its cgroup; False: measure the process (local runner)
     cpus: frozenset[int] | None = None  # the CPUs it may use (its cpuset); None: all of them
     cgroup_must_name: str | None = None  # the container id: its cgroup path names it, or the pid is not ours here
+
+
+def _cgroup(pid: int) -> str | None:
+    try:
+        return (PROC / str(pid) / "cgroup").read_text()
+    except OSError:
+        return None
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def owned_by(proc: CellProcess) -> Callable[[int], bool]:
+    """Whether a pid (from NVML's process list) is the cell's: in its container's cgroup, or (local runner, which
+    starts each cell in its own session) in its session. A pid this host cannot read is not the cell's."""
+    if proc.own_cgroup:
+        mine = _cgroup(proc.pid)
+        return lambda pid: mine is not None and _cgroup(pid) == mine
+    session = _session(proc.pid)
+    return lambda pid: session is not None and _session(pid) == session
 
 
 class CellSampling:
@@ -60,7 +86,7 @@ class CellSampling:
             else:
                 self._add("cell", lambda: ProcessCell(proc.pid))
             if self.device == "gpu" and self.slot is not None:
-                self._gpu = self._add("gpu", lambda: gpu.NvmlGpu(str(self.slot)))
+                self._gpu = self._add("gpu", lambda: gpu.NvmlGpu(str(self.slot), owned_by(proc)))
                 if self._gpu is not None and self._gpu.note:  # a MIG device: the figures are its whole GPU's
                     self.sampler.unavailable["gpu_own"] = f"unavailable: {self._gpu.note}"
             self.sampler.start()

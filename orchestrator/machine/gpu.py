@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orchestrator.machine.sampler import Sample, first_line
@@ -108,7 +108,8 @@ class NvmlGpu:
 
     name = "gpu"
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, owned: Callable[[int], bool] | None = None) -> None:
+        self.owned = owned  # is this pid the cell's? (cell.py owned_by); None: other processes are not counted
         self.nv = open_nvml()
         try:
             self.handle, self.note = handle_for(self.nv, device)
@@ -130,6 +131,8 @@ class NvmlGpu:
             "mem_used_bytes": getattr(_try(nv.nvmlDeviceGetMemoryInfo, h), "used", None),
             "reasons": clock_event_reasons(nv, h),
             "energy_mj": _try(nv.nvmlDeviceGetTotalEnergyConsumption, h),  # since the driver loaded
+            "other_procs": other_processes(_try(nv.nvmlDeviceGetComputeRunningProcesses, h), self.owned)
+            if self.owned is not None else None,
         })
 
     def close(self) -> None:
@@ -148,11 +151,22 @@ _UNITS = (
 )
 
 
+def other_processes(procs: Any, owned: Callable[[int], bool]) -> int | None:
+    """How many of NVML's running compute processes are not the cell's; None when NVML could not list them.
+
+    A pid this host cannot attribute to the cell (another container's, one in another pid namespace) counts as
+    another process: the flag is about noticing a shared GPU, so doubt goes that way."""
+    if procs is None:
+        return None
+    return sum(1 for p in procs if not owned(int(getattr(p, "pid", -1))))
+
+
 def from_nvml_units(raw: dict[str, int | float | None]) -> Sample:
     """One sample from NVML's raw answers (None: not supported on this GPU, left out)."""
     out: Sample = {key: raw[src] * factor for key, src, factor in _UNITS if raw.get(src) is not None}  # type: ignore[operator]
-    if raw.get("reasons") is not None:
-        out["gpu_reasons"] = int(raw["reasons"])  # type: ignore[arg-type]
+    for key, src in (("gpu_reasons", "reasons"), ("gpu_other_procs", "other_procs")):
+        if raw.get(src) is not None:
+            out[key] = int(raw[src])  # type: ignore[arg-type]
     return out
 
 

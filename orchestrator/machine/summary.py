@@ -3,7 +3,8 @@
 Gauges (clocks, power, temperature, utilisation, memory) become min/median/max over the samples inside the window
 (the nearest one on each side when the window is shorter than a sampling period). Counters (CPU seconds, energy)
 become their increase over the window, interpolated linearly between the samples around it; past the last sample
-the rate of the covered part is carried on, and `coverage` says how much of the window had samples.
+the rate of the covered part is carried on, and `coverage` says how much of the window had samples. Without an
+energy counter, energy is the integral of the power samples over the window (`gpu_energy_source` says which).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from scipy.integrate import trapezoid
 
 from orchestrator.machine.gpu import THROTTLING, reason_names
 from orchestrator.machine.sampler import Sample
@@ -45,11 +47,14 @@ class MachineState(BaseModel):
     host_others_share: float | None = None  # share of the cell's CPUs' time that other processes took
     host_busy: bool | None = None  # host_others_share > BUSY_SHARE
     cell_cpu_s: float | None = None  # CPU seconds the cell's container (or process) used in the window
-    gpu_energy_j: float | None = None  # from NVML's total-energy counter
+    gpu_energy_j: float | None = None  # from NVML's total-energy counter, else the integrated power samples
+    gpu_energy_source: Literal["counter", "power-samples"] | None = None  # which of the two gave gpu_energy_j
     gpu_avg_w: float | None = None
     j_per_batch: float | None = None  # gpu_energy_j / timed batches
     gpu_reasons: list[str] = []  # clock-event reasons seen in the window (gpu-idle, sw-power-cap, ...)
     throttled: bool | None = None  # a power or thermal reason was seen; None without a GPU reading
+    gpu_other_procs: int | None = None  # most compute processes not the cell's on its GPU at once, in the window
+    gpu_shared: bool | None = None  # gpu_other_procs > 0; None when NVML could not list the GPU's processes
     settle: str | None = None  # what --gpu-settle found before the cell started
     sampler_cpu_s: float = 0.0  # the sampler's own CPU time over the whole cell
     unavailable: dict[str, str] = {}  # source (gpu, cell, host, window) -> "unavailable: <reason>"
@@ -81,6 +86,22 @@ def counter_delta(samples: list[Sample], key: str, t0: float, t1: float) -> tupl
         return None
     rate = (np.interp(b, ts, vs) - np.interp(a, ts, vs)) / (b - a)
     return float(rate * (t1 - t0)), float((b - a) / (t1 - t0))
+
+
+def integrated_power(samples: list[Sample], t0: float, t1: float) -> tuple[float, float] | None:
+    """(joules over [t0, t1] from the power samples, share of the window between them), or None: for GPUs whose
+    NVML has no total-energy counter (before Volta). Trapezoids between samples, linear in between; past the
+    samples the covered part's average power is carried on, as counter_delta does."""
+    pts = [(s["t"], s["gpu_power_w"]) for s in samples if "gpu_power_w" in s]
+    if len(pts) < 2:
+        return None
+    ts, ws = np.array(pts, dtype=np.float64).T
+    a, b = max(t0, ts[0]), min(t1, ts[-1])
+    if b <= a:
+        return None
+    grid = np.concatenate(([a], ts[(ts > a) & (ts < b)], [b]))
+    joules = float(trapezoid(np.interp(grid, ts, ws), grid))
+    return joules * (t1 - t0) / (b - a), float((b - a) / (t1 - t0))
 
 
 def _in_window(samples: list[Sample], t0: float, t1: float) -> list[Sample]:
@@ -133,9 +154,13 @@ def summarise(
     reasons = reason_names(int(np.bitwise_or.reduce(masks))) if masks else []
     cpu = counter_delta(samples, "cell_cpu_s", t0, t1) if span > 0 else None
     energy = counter_delta(samples, "gpu_energy_j", t0, t1) if span > 0 else None
+    source: Literal["counter", "power-samples"] | None = "counter" if energy is not None else None
+    if energy is None and span > 0 and (energy := integrated_power(samples, t0, t1)) is not None:
+        source = "power-samples"
     coverages = [c[1] for c in (cpu, energy, counter_delta(samples, "host_busy_s", t0, t1) if span else None) if c]
     share = others_share(samples, t0, t1) if span > 0 else None
     joules = energy[0] if energy else None
+    others = [int(s["gpu_other_procs"]) for s in chosen if "gpu_other_procs" in s]
     return MachineState(
         window=kind,
         window_s=round(span, 6),
@@ -147,10 +172,13 @@ def summarise(
         host_busy=None if share is None else share > BUSY_SHARE,
         cell_cpu_s=None if cpu is None else round(cpu[0], 4),
         gpu_energy_j=joules,
+        gpu_energy_source=source,
         gpu_avg_w=joules / span if joules is not None and span > 0 else None,
         j_per_batch=joules / batches if joules is not None and batches and kind == "timed" else None,
         gpu_reasons=reasons,
         throttled=bool(THROTTLING.intersection(reasons)) if masks else None,
+        gpu_other_procs=max(others) if others else None,
+        gpu_shared=max(others) > 0 if others else None,
         settle=settle,
         sampler_cpu_s=round(sampler_cpu_s, 6),
         unavailable=missing,

@@ -17,8 +17,12 @@ COLUMNS = (
     "ci_high_ms", "cv", "outliers", "min_ms", "max_ms", "flops_per_step", "tflops", "baseline_2016_ms",
     "loss_initial", "loss_after_one_step", "equivalence", "equivalence_rel_dev", "param_count",
     "param_count_expected", "peak_memory_bytes", "setup_s", "finished_at",
-    "host_busy", "host_others_share", "throttled", "gpu_avg_w", "j_per_batch",  # CellRecord.machine
+    "host_busy", "host_others_share", "throttled", "gpu_shared", "gpu_avg_w", "j_per_batch",
+    "gpu_energy_source",  # CellRecord.machine
 )
+
+
+MACHINE_COLUMNS = COLUMNS[COLUMNS.index("host_busy"):]  # the last ones, all CellRecord.machine's
 
 
 def results_frame(a: Analysis) -> pd.DataFrame:
@@ -51,7 +55,7 @@ def results_frame(a: Analysis) -> pd.DataFrame:
                 "peak_memory_bytes": w.peak_memory_bytes if w else None, "setup_s": w.setup_s if w else None,
                 "finished_at": rec.finished_at,
                 **{k: getattr(rec.machine, k) if rec.machine else None
-                   for k in ("host_busy", "host_others_share", "throttled", "gpu_avg_w", "j_per_batch")},
+                   for k in MACHINE_COLUMNS},
             })
     order = {cid: i for i, cid in enumerate(r.cell_id for r in a.run.records)}
     frame = pd.DataFrame(rows, columns=COLUMNS)

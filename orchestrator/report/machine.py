@@ -19,9 +19,18 @@ def flags(m: MachineState) -> list[str]:
         out.append("THROTTLED")
     if m.host_busy:
         out.append("BUSY HOST")
+    if m.gpu_shared:
+        out.append("GPU SHARED")
     if m.window == "cell":
         out.append("whole cell")  # no timed window from the workload: the figures include set-up
     return out
+
+
+def energy_text(m: MachineState) -> str:
+    """J/batch, labelled when it comes from integrated power samples rather than NVML's energy counter."""
+    if m.j_per_batch is None:
+        return ""
+    return f"{m.j_per_batch:.3g}" + (" (from power samples)" if m.gpu_energy_source == "power-samples" else "")
 
 
 def tflops_per_watt(rec: CellRecord, m: MachineState) -> float | None:
@@ -54,15 +63,17 @@ def machine_table(a: Analysis) -> Table:
             f"{100 * m.host_others_share:.0f}%" if m.host_others_share is not None else "",
             f"{m.cell_cpu_s:.2f}" if m.cell_cpu_s is not None else "",
             _median(m, "gpu_sm_mhz", ".0f"), _median(m, "gpu_power_w", ".0f"), f"{temp.max:.0f}" if temp else "",
-            ", ".join(m.gpu_reasons), f"{m.j_per_batch:.3g}" if m.j_per_batch is not None else "",
+            ", ".join(m.gpu_reasons), energy_text(m),
             f"{per_w:.3g}" if per_w is not None else "",
         ])
     intro = (
         "Sampled on the host every few tenths of a second while each cell ran, summarised over its timed part "
         f"(docs/report.md). BUSY HOST: other processes took more than {BUSY_SHARE:.0%} of the cell's CPUs' time "
-        "(other load). THROTTLED: the GPU reported a power or thermal clock reason. clocks-set-by-user: application "
+        "(other load). GPU SHARED: NVML listed a compute process on the cell's GPU that is not the cell's during its "
+        "timed part. THROTTLED: the GPU reported a power or thermal clock reason. clocks-set-by-user: application "
         "or locked clocks (whether clocks were locked is in the manifest's GPU rows; this tool never changes them). "
-        "J/batch: NVML's energy counter over the timed part / timed batches. TFLOP/s per W: TFLOP/s at the median "
+        "J/batch: NVML's energy counter over the timed part / timed batches (on a GPU without that counter, the "
+        "power samples integrated over it, labelled \"from power samples\"). TFLOP/s per W: TFLOP/s at the median "
         "/ average power. Raw samples: cells/<cell>/machine.jsonl."
     )
     notes = sorted({f"{k}: {v}" for _, r in _records(a) if r.machine for k, v in r.machine.unavailable.items()})
@@ -72,7 +83,11 @@ def machine_table(a: Analysis) -> Table:
 def machine_warnings(a: Analysis) -> list[str]:
     throttled = [f"{label} hidden-{r.hidden}" for label, r in _records(a) if r.machine and r.machine.throttled]
     busy = [f"{label} hidden-{r.hidden}" for label, r in _records(a) if r.machine and r.machine.host_busy]
+    shared = [f"{label} hidden-{r.hidden}" for label, r in _records(a) if r.machine and r.machine.gpu_shared]
     out = []
+    if shared:
+        out.append(f"another process used the GPU during {', '.join(shared)}: their times are not this GPU's alone; "
+                   "see Machine state")
     if throttled:
         out.append(f"the GPU throttled (power or heat) during {', '.join(throttled)}: their times are not the "
                    "GPU's best; see Machine state")

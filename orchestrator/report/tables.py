@@ -324,7 +324,9 @@ def versions_table(a: Analysis) -> Table:
 
 
 def all_tables(a: Analysis) -> list[Table]:
-    from orchestrator.report.machine import machine_table  # it builds on this module's Table
+    from orchestrator.report.capacity_table import capacity_table  # both build on this module's Table
+    from orchestrator.report.machine import machine_table
 
     return [original_table(a), relative_table(a), baseline_table(a), detail_table(a), failure_table(a), peak_table(a),
-            machine_table(a), versions_table(a), manifest_table(a.run.manifest)]
+            machine_table(a), versions_table(a), manifest_table(a.run.manifest),
+            capacity_table(a)]

@@ -1,0 +1,37 @@
+"""The report's "largest hidden that fits" table, from the run's capacity.json (orchestrator/capacity.py)."""
+
+from __future__ import annotations
+
+from orchestrator.capacity import load_capacity
+from orchestrator.report.analyze import Analysis
+from orchestrator.report.tables import Table
+from orchestrator.results import Status
+
+
+def _word(status: str | None) -> str:
+    """The 2016 table's word for a failing status ("out of mem", "recursion depth"...), the status itself if unknown."""
+    try:
+        return Status(status).word if status else ""
+    except ValueError:
+        return status or ""
+
+
+def capacity_table(a: Analysis) -> Table:
+    found = load_capacity(a.run.root)
+    if found is None:
+        return Table("capacity", "Largest hidden that fits", [], [])
+    rows = []
+    for s in found.series:
+        if s.ended:
+            fails = f"no boundary: {_word(s.ended)}"
+        elif s.smallest_failed is None:
+            fails = f"none up to {found.ceiling}"
+        else:
+            fails = f"{s.smallest_failed} ({_word(s.failed_status)})"
+        ok = str(s.largest_ok) if s.largest_ok is not None else "none"
+        rows.append([s.label, s.impl, s.precision, ok, fails, str(len(s.cells))])
+    intro = (f"Capacity search on the hidden axis: multiples of {found.step}, doubling from {found.first_probe} until "
+             f"a probe fails, then binary search; each probe is a cell of this run (capacity.json).")
+    notes = [] if found.complete else ["The search was interrupted: finish it with `capacity --resume`."]
+    headers = ["framework", "impl", "precision", "largest hidden ok", "smallest failing (status)", "probes"]
+    return Table("capacity", "Largest hidden that fits", headers, rows, intro, notes)
