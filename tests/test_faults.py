@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, default_signals, run_cli
+from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, default_signals, missing, run_cli
 
 pytestmark = pytest.mark.docker
 
@@ -287,7 +287,7 @@ def mount_point(tmp_path: Path) -> Iterator[Any]:
         target.mkdir()
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
         if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
+            missing(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
         mounted.append(target)
         return target
 

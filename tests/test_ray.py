@@ -18,15 +18,18 @@ from typing import Any
 import pytest
 import requests
 
-ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'ray[default]' (extra lstm-bench[ray])")
-from ray.cluster_utils import Cluster  # noqa: E402
+from orchestrator.plan import Cell
+from orchestrator.runners import ray as ray_runner
+from orchestrator.runners.base import PARAMS_FILE, Environment, Outcome
+from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE, NodeSpec, RayRunner, pull_on_node
+from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, missing, run_cli
+from tests.test_scheduler import assert_one_cell_per_slot, intervals, load_records
 
-from orchestrator.plan import Cell  # noqa: E402
-from orchestrator.runners import ray as ray_runner  # noqa: E402
-from orchestrator.runners.base import PARAMS_FILE, Environment, Outcome  # noqa: E402
-from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE, NodeSpec, RayRunner, pull_on_node  # noqa: E402
-from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, run_cli  # noqa: E402
-from tests.test_scheduler import assert_one_cell_per_slot, intervals, load_records  # noqa: E402
+try:
+    import ray
+except ImportError:
+    missing("ray is not installed: pip install 'ray[default]' (extra lstm-bench[ray])", module_level=True)
+from ray.cluster_utils import Cluster
 
 pytestmark = pytest.mark.docker
 STORE_MB = 80 << 20  # the object store holds only small results: keep each raylet's share small
