@@ -35,6 +35,22 @@ def missing(reason: str, module_level: bool = False) -> NoReturn:
     pytest.skip(reason, allow_module_level=module_level)
 
 
+# CI's lanes (.ci/run): the load-tolerant image tiers run beside the rest (marker `images`), and the tests whose
+# assertions depend on timing or on a quiet host run alone afterwards (marker `timing`). Any other module, a new one
+# included, is in the main lane: the three `-m` selections cover every test exactly once.
+IMAGES_LANE = {"test_images", "test_images_cpu", "test_images_gpu"}
+TIMING_LANE = {"test_machine", "test_machine_real", "test_scheduler", "test_ray", "test_faults", "test_hardening"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = Path(str(item.fspath)).stem
+        if module in IMAGES_LANE:
+            item.add_marker(pytest.mark.images)
+        elif module in TIMING_LANE:
+            item.add_marker(pytest.mark.timing)
+
+
 def _engine() -> object | None:
     try:
         import docker
