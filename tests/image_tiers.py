@@ -84,8 +84,8 @@ class Measured:
 def build_all(client: Any, flavour: str, keys: list[tuple[str, str | None]]) -> dict[str, Measured | str]:
     """Build each image (parents first, once) and measure it; a failed build maps to its error text.
 
-    Independent images build at the same time (downloads and compiles overlap: the CPU tier's four take about half
-    the time of one after the other); each waits only for its parents. When the figures are being recorded
+    Independent images build at the same time (one's downloads overlap another's installs); each waits only for
+    its parents. When the figures are being recorded
     (LSTM_BENCH_IMAGE_FIGURES, for docs/images.md) they build one after the other, so that each time is its own.
     """
     frameworks: dict[str, Framework] = discover(ROOT / "images")
