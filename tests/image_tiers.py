@@ -8,10 +8,12 @@ log, so rounded as they print them; sizes are the engine's image sizes.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +53,10 @@ def make_python_base() -> str:
 
 
 def not_buildable_here(client: Any) -> dict[str, str]:
-    """Images whose base (after BUILD_ARGS) is neither local nor replaced by the stand-in: no registry here."""
+    """Images whose base (after BUILD_ARGS) is neither on this engine nor replaced by a local stand-in (the tiers
+    pull nothing: NGC's bases). Only "no such image" counts; any other error of the engine is raised."""
+    from docker.errors import ImageNotFound
+
     frameworks = discover(ROOT / "images")
     out = {}
     for name, variant in all_images():
@@ -59,8 +64,8 @@ def not_buildable_here(client: Any) -> dict[str, str]:
             for base in r.bases:
                 try:
                     client.images.get(base)
-                except Exception:
-                    out[name] = f"base {base} is not on this machine and no registry is reachable"
+                except ImageNotFound:
+                    out[name] = f"base {base} is not on this engine (the image tiers build on local bases, pull none)"
     return out
 
 
@@ -77,32 +82,64 @@ class Measured:
 
 
 def build_all(client: Any, flavour: str, keys: list[tuple[str, str | None]]) -> dict[str, Measured | str]:
-    """Build each image (parents first, once) and measure it; a failed build maps to its error text."""
+    """Build each image (parents first, once) and measure it; a failed build maps to its error text.
+
+    Independent images build at the same time (one's downloads overlap another's installs); each waits only for
+    its parents. When the figures are being recorded
+    (LSTM_BENCH_IMAGE_FIGURES, for docs/images.md) they build one after the other, so that each time is its own.
+    """
     frameworks: dict[str, Framework] = discover(ROOT / "images")
     order = build_order(ROOT, frameworks, keys, flavour, BUILD_ARGS)
     base_size = client.images.get(PYTHON_BASE).attrs["Size"]
     out: dict[str, Measured | str] = {}
-    for r in order:
+    lock = threading.Lock()
+
+    def parent_keys(r: Any) -> list[str]:
+        return [p.name + (f"-{v}" if v else "") for p, v in r.parents]
+
+    def build(r: Any) -> None:
         name = r.repo.removeprefix("lstm-bench/")
-        if any(isinstance(out.get(p.name + (f"-{v}" if v else "")), str) for p, v in r.parents):
-            out[name] = "parent image failed"
-            continue
-        lines: list[str] = []
-        started = time.monotonic()
-        try:
-            built = ensure_image(client, ROOT, r.framework, r.variant, BUILD_ARGS, 5400, lines.append,
-                                 flavour=flavour, frameworks=frameworks)
-        except BuildFailed as exc:
-            out[name] = f"{exc}\n{exc.log_tail}"
-            _write_figures(out)
-            continue
-        size = client.images.get(built.tag).attrs["Size"]
-        parent_size = client.images.get(built.parents[0]).attrs["Size"] if built.parents else base_size
-        downloaded = sum(float(m.group(1)) * _UNIT[m.group(2)] for line in lines for m in _SIZE.finditer(line))
-        out[name] = Measured(built.tag, built.image_id, built.cached, round(time.monotonic() - started, 1),
-                             int(downloaded), size, size - parent_size, list(built.parents))
-        _write_figures(out)  # after each image: a long tier stopped half-way keeps what it measured
+        if any(isinstance(out.get(p), str) for p in parent_keys(r)):
+            result: Measured | str = "parent image failed"
+        else:
+            result = _measure(client, r, flavour, frameworks, base_size)
+        with lock:
+            out[name] = result
+            _write_figures(out)  # after each image: a long tier stopped half-way keeps what it measured
+
+    if os.environ.get("LSTM_BENCH_IMAGE_FIGURES"):
+        for r in order:
+            build(r)
+        return out
+    submitted: dict[str, cf.Future[None]] = {}
+    with cf.ThreadPoolExecutor(max_workers=max(1, len(order)), thread_name_prefix="build") as pool:
+        for r in order:  # parents come first in `order`, so each one's future exists when a child is submitted
+            deps = [submitted[p] for p in parent_keys(r) if p in submitted]
+            submitted[r.repo.removeprefix("lstm-bench/")] = pool.submit(_after, deps, build, r)
+    for fut in submitted.values():
+        fut.result()  # an error of the engine (not a failed build) fails the tier, as it would serially
     return out
+
+
+def _after(deps: list[cf.Future[None]], fn: Any, *args: Any) -> None:
+    for dep in deps:
+        dep.result()
+    fn(*args)
+
+
+def _measure(client: Any, r: Any, flavour: str, frameworks: dict[str, Framework], base_size: int) -> Measured | str:
+    lines: list[str] = []
+    started = time.monotonic()
+    try:
+        built = ensure_image(client, ROOT, r.framework, r.variant, BUILD_ARGS, 5400, lines.append,
+                             flavour=flavour, frameworks=frameworks)
+    except BuildFailed as exc:
+        return f"{exc}\n{exc.log_tail}"
+    size = client.images.get(built.tag).attrs["Size"]
+    parent_size = client.images.get(built.parents[0]).attrs["Size"] if built.parents else base_size
+    downloaded = sum(float(m.group(1)) * _UNIT[m.group(2)] for line in lines for m in _SIZE.finditer(line))
+    return Measured(built.tag, built.image_id, built.cached, round(time.monotonic() - started, 1),
+                    int(downloaded), size, size - parent_size, list(built.parents))
 
 
 def _write_figures(out: dict[str, Measured | str]) -> None:

@@ -16,14 +16,22 @@ from report_helpers import as_framework, derived_run, failed
 from orchestrator.report import render
 from orchestrator.report.load import load_run
 from orchestrator.results import Status
+from tests.conftest import missing
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (chromium) is not installed")
+needs_chromium = pytest.mark.usefixtures("chromium")
 # What Chromium's stderr log shows for console messages and uncaught exceptions of the page.
 PAGE_ERROR = re.compile(r":CONSOLE[:(]|Uncaught ")
 SCRIPT_REASON = "<script>document.title='pwned'</script> RuntimeError: boom"
 
 pytest_plugins = ["report_fixtures"]  # the real-run fixtures (tests/report_fixtures.py)
+
+
+@pytest.fixture
+def chromium() -> str:
+    if CHROMIUM is None:
+        missing("headless Chromium (chromium) is not installed")
+    return CHROMIUM
 
 
 def screenshot(page: Path, png: Path) -> str:

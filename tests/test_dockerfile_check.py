@@ -17,6 +17,7 @@ from packaging.tags import Tag
 
 from orchestrator.frameworks import discover
 from orchestrator.imagecheck import PYPI, check, check_image, main, target_tags
+from tests.conftest import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted(discover(ROOT / "images"))
@@ -327,7 +328,7 @@ def pypi() -> None:
     try:
         requests.get(PYPI + "pip/", timeout=15, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     except requests.RequestException as exc:
-        pytest.skip(f"PyPI unreachable: {type(exc).__name__}: {exc}")
+        missing(f"PyPI unreachable: {type(exc).__name__}: {exc}")
 
 
 PYPI_CASES = [

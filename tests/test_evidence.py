@@ -36,7 +36,7 @@ HOSTILE = {
     "fifo": "FIFO",  # 1: the read must not block
     "stdinlink": "symbolic link",  # 1: nor follow a link to a stream
     "loop": "symbolic link",  # 2: nor stop the run with an OSError
-    "resultdir": "directory",  # 2
+    "resultdir": "result.json is a directory, not a regular file",  # 2
     "logdir": "log.txt",  # 2: anything besides result.json in the mount is named
     "strmedian": "stats_ms.median",  # 3: the schema names the key
     "strdevice": "device",  # 4
@@ -45,7 +45,7 @@ HOSTILE = {
     "sibling": "symbolic link",  # 6: never another cell's result
     "echo": "params.hidden",  # 6: the result must be about this cell
     "impostor": "framework",  # 6
-    "deeptree": "d",  # 10: a 3000-deep tree is removed without recursion
+    "deeptree": "holds 'd' besides the result",  # 10: a 3000-deep tree is removed without recursion
     "hostiletext": None,  # 11: a crashed cell whose message and versions are hostile text
 }
 MATRIX = (

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, default_signals, run_cli
+from orchestrator.runners.base import io_dir
+from tests.conftest import BUILD_ARG, FIXTURES, SESSION, copy_project, default_signals, missing, run_cli
 
 pytestmark = pytest.mark.docker
 
@@ -257,10 +258,10 @@ def test_second_run_on_the_same_out_is_refused(
     docker_client: Any, base_image: str, project: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    # Long enough (80 steps of 0.5 s) that the first run is still going while the two others start.
-    args = run_args(out, "--only", "chaos:slow", "--hidden", "16", "--set", "iters=80")
+    # The first run's cell is held (up to 200 steps of 0.5 s) until the two others have been refused, then released.
+    args = run_args(out, "--only", "chaos:held", "--hidden", "16", "--set", "iters=200")
     first = start_cli(args, project, tmp_path / "logs")
-    wait_for_running(docker_client, SLOW_CELLS[0], first)
+    wait_for_running(docker_client, "chaos-held-h16-r0", first)
     fresh = run_cli(args, cwd=project)  # a used --out is only ever finished with --resume
     assert fresh.returncode == 2 and "--resume" in one_line(fresh.stderr), fresh.stdout + fresh.stderr
     second = run_cli([*args, "--resume"], cwd=project)
@@ -268,6 +269,7 @@ def test_second_run_on_the_same_out_is_refused(
     line = one_line(second.stderr)
     assert f"output directory {out} is in use by another run" in line and "another --out" in line
 
+    (io_dir(out / "cells" / "chaos-held-h16-r0") / "release").touch()
     assert first.wait(timeout=300) == 0, stderr_of(tmp_path / "logs")  # the first run did not notice
     records = assert_nothing_corrupt(out)
     assert [r["status"] for r in records.values()] == ["ok"]
@@ -287,7 +289,7 @@ def mount_point(tmp_path: Path) -> Iterator[Any]:
         target.mkdir()
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
         if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
+            missing(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
         mounted.append(target)
         return target
 

@@ -255,7 +255,8 @@ def test_the_harness_stamps_its_timed_loop_with_the_wall_clock(tmp_path: Path) -
     assert sum(doc["times_ms"]) / 1000 <= (t1 - t0) + 1e-3  # every timed batch lies inside the window
 
 
-def test_manifest_adds_nvml_settings_to_each_gpu_by_index() -> None:
+def test_manifest_adds_nvml_settings_to_each_gpu_by_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import manifest as manifest_module
     from orchestrator.manifest import initial_manifest, with_settings
 
     smi = [{"index": "0", "name": "GPU A", "driver": "1"}, {"index": "1", "name": "GPU A", "driver": "1"}]
@@ -263,5 +264,11 @@ def test_manifest_adds_nvml_settings_to_each_gpu_by_index() -> None:
     merged = with_settings(smi, nv)
     assert merged[0] == smi[0] and merged[1]["power_limit_w"] == 300.0 and merged[1]["clocks_locked"] is True
     assert with_settings([], nv) == nv and with_settings(smi, "unavailable: no driver") == smi
+    # What NVML says decides the manifest's "nvml", exactly: each answer of this host's NVML, either way.
+    monkeypatch.setattr(manifest_module, "host_gpus", lambda: smi)
+    monkeypatch.setattr(manifest_module.nvml_gpu, "facts", lambda: nv)
     manifest = initial_manifest("r", {}, {}, [])
-    assert manifest["nvml"] == "ok" or manifest["nvml"].startswith("unavailable: ")
+    assert manifest["nvml"] == "ok" and manifest["gpus"] == merged
+    monkeypatch.setattr(manifest_module.nvml_gpu, "facts", lambda: "unavailable: NVML Shared Library Not Found")
+    manifest = initial_manifest("r", {}, {}, [])
+    assert manifest["nvml"] == "unavailable: NVML Shared Library Not Found" and manifest["gpus"] == smi

@@ -2,8 +2,9 @@
 
 A cell timed beside CPU hogs must be flagged; a cell timed on a quiet host must not, and its container's CPU time
 over the timed window must fit the window (at least half of it for this one-thread-bound workload, at most all
-CPUs for all of it). "Quiet" is checked before the cell runs: on a host already busy with other work that test is
-skipped, since it cannot be quiet there (say so rather than pass or fail by luck).
+CPUs for all of it). "Quiet" is awaited before the cell runs (up to two minutes): on a host that stays busy with
+other work that test cannot be quiet, so it says so (a skip on a developer's machine, a failure under CI, whose
+serial phase runs it alone) rather than pass or fail by luck.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from orchestrator.machine.cell import SAMPLES_FILE
 from orchestrator.machine.cpu import HostCpu
 from orchestrator.machine.summary import BUSY_SHARE
-from tests.conftest import BUILD_ARG, run_cli
+from tests.conftest import BUILD_ARG, missing, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 # Small enough for two cores, long enough (tens of batches) for several samples in the timed part.
@@ -48,6 +49,16 @@ def background_share(seconds: float = 2.0) -> float:
     time.sleep(seconds)
     b = host.read()
     return (b["host_busy_s"] - a["host_busy_s"]) / (b["host_total_s"] - a["host_total_s"])
+
+
+def wait_until_quiet(limit_s: float = 120) -> None:
+    """Until the host is quiet: what an earlier test left (a container going away, a cache written) settles within
+    seconds. A host busy for limit_s is a missing prerequisite (CI runs this test in its serial phase, alone)."""
+    deadline = time.monotonic() + limit_s
+    while (share := background_share()) > BUSY_SHARE / 2:
+        if time.monotonic() > deadline:
+            missing(f"the host is busy with other work ({share:.0%} of its CPUs' time for {limit_s:g} s): "
+                    "no quiet cell possible now")
 
 
 @contextlib.contextmanager
@@ -82,9 +93,7 @@ def test_a_cell_timed_beside_cpu_hogs_is_flagged_busy(base_image: str, project_c
 
 def test_a_quiet_cell_is_not_flagged_and_its_cpu_time_fits(base_image: str, project_copy, tmp_path: Path) -> None:
     project = project_copy()
-    before = background_share()
-    if before > BUSY_SHARE / 2:
-        pytest.skip(f"the host is busy with other work ({before:.0%} of its CPUs' time): no quiet cell possible now")
+    wait_until_quiet()
     record, cell_dir = run_cell(project, tmp_path / "run")
     m = record["machine"]
     assert m["window"] == "timed" and m["unavailable"] == {}, m

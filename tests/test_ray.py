@@ -3,6 +3,7 @@ CPU slot, running real containers through the machine's Docker engine; a node ki
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -17,12 +18,18 @@ from typing import Any
 import pytest
 import requests
 
-ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'ray[default]' (extra lstm-bench[ray])")
-from ray.cluster_utils import Cluster  # noqa: E402
+from orchestrator.plan import Cell
+from orchestrator.runners import ray as ray_runner
+from orchestrator.runners.base import PARAMS_FILE, Environment, Outcome
+from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE, NodeSpec, RayRunner, pull_on_node
+from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, missing, run_cli
+from tests.test_scheduler import assert_one_cell_per_slot, intervals, load_records
 
-from orchestrator.runners.ray import NODE_LABEL, SLOT_RESOURCE, pull_on_node  # noqa: E402
-from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, run_cli  # noqa: E402
-from tests.test_scheduler import assert_one_cell_per_slot, intervals, load_records  # noqa: E402
+try:
+    import ray
+except ImportError:
+    missing("ray is not installed: pip install 'ray[default]' (extra lstm-bench[ray])", module_level=True)
+from ray.cluster_utils import Cluster
 
 pytestmark = pytest.mark.docker
 STORE_MB = 80 << 20  # the object store holds only small results: keep each raylet's share small
@@ -171,7 +178,9 @@ def test_a_lost_node_costs_only_its_cell(cluster: Cluster, project: Path, docker
 def test_ctrl_c_cancels_the_tasks_and_their_containers(cluster: Cluster, project: Path, docker_client: Any,
                                                        tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
-    proc = start(project, cli(project, cluster, out, "--hidden", "16,17,18", "--set", "iters=10"))
+    # Each cell would run ~30 s: a container still there when the CLI has exited was left by the abort, and a cell
+    # recorded at all was taken from a task after Ctrl-C.
+    proc = start(project, cli(project, cluster, out, "--hidden", "16,17,18", "--set", "iters=60"))
     try:
         wait_for(lambda: len(running_cells(docker_client)) >= 2, proc, "two running cells")
         proc.send_signal(signal.SIGINT)
@@ -183,6 +192,91 @@ def test_ctrl_c_cancels_the_tasks_and_their_containers(cluster: Cluster, project
     assert docker_client.containers.list(all=True, filters=SESSION) == []
     # Both cells in flight were cancelled by us: not results, so no records (--resume runs them again).
     assert not (out / "results.jsonl").exists() or load_records(out) == []
+
+
+# ------------------------------------------------------------- Ctrl-C against a task that ignores Ray's polite cancel
+# Ray's soft cancel is best effort: on a loaded machine it was seen not to reach the task, whose cell then finished
+# ~10 s after Ctrl-C and was recorded ok. These drive RayRunner.run against a scripted cluster to make that
+# interleaving happen every time.
+
+TASK = "task-ref"
+
+
+class ScriptedRay:
+    """The few calls RayRunner makes on `ray`: the cell's task answers `finish_after` polls after Ctrl-C (never
+    when None) whatever it was told; every sweep of the cell's containers answers at once."""
+
+    exceptions = ray.exceptions
+
+    def __init__(self, runner: RayRunner, finish_after: int | None) -> None:
+        self.runner, self.finish_after = runner, finish_after
+        self.log: list[tuple[str, Any]] = []
+        self.polls_since_abort = 0
+
+    def wait(self, refs: list[Any], timeout: float | None = None, num_returns: int = 1) -> tuple[list[Any], list[Any]]:
+        if refs != [TASK]:
+            return refs, []
+        if not self.runner._aborted.is_set():
+            self.runner.abort()  # Ctrl-C while the cell runs
+            return [], refs
+        self.polls_since_abort += 1
+        if self.finish_after is not None and self.polls_since_abort >= self.finish_after:
+            self.log.append(("finished", None))
+            return refs, []
+        return [], refs
+
+    def get(self, ref: Any) -> dict[str, Any]:
+        ok = Outcome(0, False, False, '{"status": "ok"}', "", 5.0)
+        return {**dataclasses.asdict(ok), "placement": "127.0.0.1/node", "started_at": None}
+
+    def cancel(self, ref: Any, force: bool = False) -> None:
+        self.log.append(("cancel", force))
+
+
+def run_interrupted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, finish_after: int | None
+                    ) -> tuple[Outcome, list[tuple[str, Any]]]:
+    runner = RayRunner(NodeSpec("run-1", "cpu", "4g", 256, {}, 60), "auto", retries=2)
+    runner.nodes = [{"node_id": "n1", "engine_id": "e1"}, {"node_id": "n2", "engine_id": "e2"}]
+    fake = ScriptedRay(runner, finish_after)
+    sweeps = fake.log
+
+    class Pinned:
+        def __init__(self, node_id: str) -> None:
+            self.node_id = node_id
+
+        def remote(self, run_id: str, cell_id: str) -> str:
+            sweeps.append(("sweep", (self.node_id, run_id, cell_id)))
+            return f"sweep-{self.node_id}"
+
+    monkeypatch.setattr(ray_runner, "_ray", lambda: fake)
+    monkeypatch.setattr(RayRunner, "_submit", lambda *a: TASK)
+    monkeypatch.setattr(RayRunner, "_on", lambda self, node_id, fn: Pinned(node_id))
+    (tmp_path / PARAMS_FILE).write_text("{}")
+    cell = Cell("chaos", "slow", "default", 16, 0)
+    outcome = runner.run(cell, Environment(cell.image_key, "img", {}), tmp_path, "ray0", 600)
+    return outcome, fake.log
+
+
+def test_a_cell_answering_after_ctrl_c_is_aborted_and_its_containers_swept(monkeypatch: pytest.MonkeyPatch,
+                                                                            tmp_path: Path) -> None:
+    outcome, log = run_interrupted(monkeypatch, tmp_path, finish_after=3)
+    assert outcome.error == "aborted", outcome  # not the ok it answered: no record, --resume runs it again
+    assert log[0] == ("cancel", False)
+    sweeps = [i for i, (what, _) in enumerate(log) if what == "sweep"]
+    finished = log.index(("finished", None))
+    assert {log[i][1] for i in sweeps} == {("n1", "run-1", "chaos-slow-h16-r0"), ("n2", "run-1", "chaos-slow-h16-r0")}
+    assert sweeps[0] < finished < sweeps[-1], log  # swept while it ignored the cancel, and once it had ended
+    assert ("cancel", True) not in log  # it ended within the grace: no need to kill its worker
+
+
+def test_a_task_that_never_ends_after_ctrl_c_is_forced_and_swept(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    monkeypatch.setattr(ray_runner, "ABORT_GRACE_S", 0)
+    monkeypatch.setattr(ray_runner, "SWEEP_EVERY_S", 0)
+    outcome, log = run_interrupted(monkeypatch, tmp_path, finish_after=None)
+    assert outcome.error == "aborted", outcome
+    forced = log.index(("cancel", True))
+    assert [what for what, _ in log[forced + 1:]] == ["sweep", "sweep"], log  # both engines, after the kill
 
 
 def test_registry_images_are_pushed_once_and_pulled_by_nodes(cluster: Cluster, project: Path, docker_client: Any,

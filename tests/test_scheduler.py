@@ -21,7 +21,7 @@ from orchestrator import gpus
 from orchestrator.errors import InputError
 from orchestrator.results import CellRecord
 from orchestrator.scheduler import SlotPool, cpusets, run_on_slots
-from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, run_cli
+from tests.conftest import BUILD_ARG, FIXTURES, copy_project, default_signals, missing, run_cli
 
 # Two timed steps of chaos:slow sleep 1 s; with container start-up a cell takes ~2.5-3 s on this machine.
 SLOW = ["--only", "chaos:slow", "--device", "cpu", "--build-arg", BUILD_ARG, "--no-report", "-q",
@@ -205,7 +205,7 @@ def test_pinned_cpu_slots_get_disjoint_cpusets(chaos_project: Path, base_image: 
                                                tmp_path: Path) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
-        pytest.skip("needs at least two CPUs to pin two slots")
+        missing("needs at least two CPUs to pin two slots")
     out = tmp_path / "pinned"
     env = {**os.environ, "PYTHONPATH": str(chaos_project)}
     cmd = [sys.executable, "-m", "orchestrator", "matrix.yaml", *SLOW, *FOUR_CELLS, "--slots", "2", "--pin-cpus",

@@ -21,6 +21,7 @@ from orchestrator.report.equivalence import TOLERANCES
 from orchestrator.validity import judge
 from orchestrator.venvs import VenvError, ensure_venv, requirements_file
 from orchestrator.workload_result import WorkloadResult, parse_result
+from tests.conftest import missing
 from workloads import harness
 from workloads.numpy_reference import NumpyLSTM
 
@@ -47,12 +48,13 @@ def framework(name: str) -> Framework:
 
 
 def venv_python(name: str, variant: str | None = None) -> Path:
-    """The Python of the framework's cached environment; skips (naming it) when it cannot be installed here."""
+    """The Python of the framework's cached environment. When it cannot be installed here (a broken pin, an index
+    outage) the test fails under CI and skips on a developer's machine, with the installer's reason either way."""
     fw = framework(name)
     try:
         return ensure_venv(fw, variant)
     except (VenvError, subprocess.TimeoutExpired, OSError) as exc:
-        pytest.skip(f"{fw.row_label(variant)}: cannot install its CPU environment on this machine: {exc}")
+        missing(f"{fw.row_label(variant)}: cannot install its CPU environment on this machine: {exc}")
 
 
 def cell_params(name: str, variant: str | None = None, **overrides: Any) -> dict[str, Any]:

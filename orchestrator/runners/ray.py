@@ -13,6 +13,12 @@ Images, two ways (docs/scaling.md):
   and every engine pulls it.
 A task whose worker or node dies is run again (up to `--ray-retries` times) on whatever node is left; after that
 the cell is `crashed` with the history. Finished cells are on the driver's disk already, so nothing is lost.
+
+Ctrl-C: Ray's polite cancel (a KeyboardInterrupt in the task) is best effort and was seen not to arrive, so the
+driver does not rely on it. Each cell in flight removes its own containers on every Docker engine, again every
+few seconds while its task lives (a task that ignored the cancel cannot keep one running), force-cancels a task
+still alive after ABORT_GRACE_S, and removes them once more after the task ended. Whatever the task returns after
+the abort is discarded: the cell is `aborted` (no record) and `--resume` runs it again, as with the docker runner.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ NODE_LABEL = f"{LABEL_PREFIX}.ray-node"
 CELL_LABEL = f"{LABEL_PREFIX}.cell"
 POLL_S = 0.5
 ABORT_GRACE_S = 30  # after a polite cancel, how long a task may take to kill its container before we force it
+SWEEP_EVERY_S = 2.0  # after Ctrl-C, how often a cell's containers are removed again while its task still lives
+SWEEP_TIMEOUT_S = 30  # one removal round on every engine; a node that does not answer is not waited for longer
 PROBE_TIMEOUT_S = 180
 CONNECT_TIMEOUT_S = 10
 # Not shipped to the nodes: history, results, caches.
@@ -168,12 +176,24 @@ def _node_env(runner: NodeDockerRunner, cell: Cell, image: str | None) -> Enviro
     return Environment(cell.image_key, image, {"tag": image, "id": pulled["id"]})
 
 
-def _remove_earlier_attempts(client: Any, run_id: str, cell_id: str) -> None:
-    """A retried cell's first container may outlive its dead worker on this engine: it is not ours any more."""
+def _remove_cell_containers(client: Any, run_id: str, cell_id: str) -> int:
     selector = [f"{RUN_LABEL}={run_id}", f"{CELL_LABEL}={cell_id}"]
+    removed = 0
     for c in client.containers.list(all=True, filters={"label": selector}, ignore_removed=True):
         with contextlib.suppress(Exception):
             c.remove(force=True)
+            removed += 1
+    return removed
+
+
+def remove_cell_on_node(run_id: str, cell_id: str) -> int:
+    """Kill and remove the cell's containers on this node's engine (Ctrl-C); how many there were."""
+    return _remove_cell_containers(connect(), run_id, cell_id)
+
+
+def _remove_earlier_attempts(client: Any, run_id: str, cell_id: str) -> None:
+    """A retried cell's first container may outlive its dead worker on this engine: it is not ours any more."""
+    _remove_cell_containers(client, run_id, cell_id)
     with contextlib.suppress(Exception):
         remove_orphans(client)  # and whatever other dead orchestrators or workers left on this engine
 
@@ -368,7 +388,7 @@ class RayRunner:
                 break
             ref = self._submit(cell, env, params_text, timeout_s)
             try:
-                answer = self._await(ray, ref, started + deadline_s)
+                answer = self._await(ray, ref, started + deadline_s, cell.cell_id)
             except ray.exceptions.TaskCancelledError:
                 break
             except _retryable(ray) as exc:
@@ -381,26 +401,50 @@ class RayRunner:
                     ray.cancel(ref, force=True)
                 return self._failed(started, f"no answer from the Ray cluster within {deadline_s:g} s", lost)
             except ray.exceptions.RayError as exc:
+                if self._aborted.is_set():
+                    break
                 return self._failed(started, f"ray task failed: {_first_line(_cause(exc))}", lost)
+            if self._aborted.is_set():
+                break  # answered after Ctrl-C: whatever it says, we killed it or meant to; --resume runs it again
             return self._outcome(answer, cell_dir, lost)
         if self._aborted.is_set():
             return Outcome(None, False, False, None, "", time.monotonic() - started, error="aborted")
         return self._failed(started, f"lost its Ray worker or node {len(lost)} time(s), never finished", lost)
 
-    def _await(self, ray: Any, ref: Any, deadline: float) -> dict[str, Any]:
-        cancelled_at: float | None = None
+    def _await(self, ray: Any, ref: Any, deadline: float, cell_id: str) -> dict[str, Any]:
         while True:
             ready, _ = ray.wait([ref], timeout=POLL_S)
             if ready:
                 return ray.get(ref)
-            if self._aborted.is_set() and cancelled_at is None:
-                cancelled_at = time.monotonic()
-                ray.cancel(ref, force=False)  # KeyboardInterrupt in the task: it kills its container
-            if cancelled_at is not None and time.monotonic() - cancelled_at > ABORT_GRACE_S:
-                ray.cancel(ref, force=True)
+            if self._aborted.is_set():
+                self._stop(ray, ref, cell_id)
                 raise ray.exceptions.TaskCancelledError()
             if time.monotonic() > deadline:
                 raise ray.exceptions.GetTimeoutError()
+
+    def _stop(self, ray: Any, ref: Any, cell_id: str) -> None:
+        """After Ctrl-C: the task ends (politely, else forced) and none of the cell's containers is left anywhere."""
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=False)  # KeyboardInterrupt in the task: it kills its container (best effort)
+        forced_at = time.monotonic() + ABORT_GRACE_S
+        while True:
+            self._sweep(ray, cell_id)  # a task that ignored the cancel cannot keep a container running
+            ready, _ = ray.wait([ref], timeout=SWEEP_EVERY_S)
+            if ready:
+                break
+            if time.monotonic() > forced_at:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)  # kills the worker process; its container may stay: swept below
+                with contextlib.suppress(Exception):
+                    ray.wait([ref], timeout=SWEEP_TIMEOUT_S)
+                break
+        self._sweep(ray, cell_id)  # the task has ended: nothing can start a container for this cell any more
+
+    def _sweep(self, ray: Any, cell_id: str) -> None:
+        calls = [self._on(n["node_id"], remove_cell_on_node).remote(self.spec.run_id, cell_id)
+                 for n in self._one_node_per_engine()]
+        with contextlib.suppress(Exception):  # a dead node's engine is not ours to clean any more
+            ray.wait(calls, num_returns=len(calls), timeout=SWEEP_TIMEOUT_S)
 
     @staticmethod
     def _failed(started: float, why: str, lost: list[str]) -> Outcome:
@@ -415,7 +459,7 @@ class RayRunner:
         return Outcome(**answer)
 
     def abort(self) -> None:
-        self._aborted.set()  # each run() cancels its own task and waits for the container to go
+        self._aborted.set()  # each run() stops its own task and removes its cell's containers (_stop)
 
 
 def _check_reachable(address: str) -> None:
