@@ -61,6 +61,9 @@ class Outcome:
     started_at: str | None = None  # when the cell really started, when that is not when it was handed over
     result_problem: str | None = None  # why the result file could not be read (a FIFO, a link, too large, ...)
     stray: tuple[str, ...] = ()  # what else the workload left in its output directory
+    # Wall clock (time.time()) just before the cell's process (container) started and just after it ended, on the
+    # machine it ran on: the span the workload's timed_window must lie in (orchestrator/validity.py HostView).
+    wall_span: tuple[float, float] | None = None
 
 
 class Runner(Protocol):

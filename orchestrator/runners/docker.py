@@ -234,12 +234,14 @@ class DockerRunner:
         timed_out = oom_killed = False
         exit_code: int | None = None
         error: str | None = None
+        wall_span: tuple[float, float] | None = None
         try:
             container = self.client.containers.create(**self.container_config(cell, env, cell_dir, slot))
             with self._lock:
                 self._running[cell.cell_id] = container
             if self._aborted.is_set():
                 raise InterruptedError("aborted")
+            wall_start = time.time()
             container.start()
             if watch is not None:
                 self._watch(container, slot, watch)
@@ -251,6 +253,7 @@ class DockerRunner:
                     container.kill()
                 with contextlib.suppress(Exception):
                     exit_code = int(container.wait(timeout=30)["StatusCode"])
+            wall_span = (wall_start, time.time())
             _read_tail(container, tail)
             container.reload()
             oom_killed = bool(container.attrs["State"].get("OOMKilled")) and not timed_out
@@ -274,6 +277,7 @@ class DockerRunner:
             duration_s=time.monotonic() - started,
             error=error,
             memory_limited=True,
+            wall_span=wall_span,
             **read_result(cell_dir).outcome_fields(),
         )
 
