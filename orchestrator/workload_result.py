@@ -74,8 +74,6 @@ class TensorUpdate(BaseModel):
     delta_l2: NonNegative
     delta_sum: Finite
     delta_proj: Finite
-    l2: NonNegative
-    sum: Finite
     delta_l2_rows_not_looked_up: NonNegative | None = None  # the embedding only
 
 
