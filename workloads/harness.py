@@ -114,11 +114,13 @@ def update_fingerprint(before: Weights, after: Weights, tokens: np.ndarray) -> d
         w1 = np.asarray(getattr(after, name))
         if w1.shape != w0.shape:
             raise ValueError(f"canonical_weights(): {name} has shape {w1.shape}, the canonical layout's is {w0.shape}")
-        old, new = (w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1) for w in (w0, w1))
+        # A vector is one column: its direction is a alone (a random b of one entry would scale the whole check).
+        old, new = (w.reshape(w.shape[0], -1) for w in (w0, w1))
         unused = np.ones(old.shape[0], dtype=bool)
         if name == "embedding":
             unused[np.unique(tokens)] = False
-        a, b = _direction(index, 0, old.shape[0]), _direction(index, 1, old.shape[1])
+        a = _direction(index, 0, old.shape[0])
+        b = _direction(index, 1, old.shape[1]) if w0.ndim > 1 else np.ones(1)
         sq = unused_sq = total = proj = 0.0
         step = max(1, FINGERPRINT_CHUNK // old.shape[1])
         for start in range(0, old.shape[0], step):
