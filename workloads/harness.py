@@ -116,7 +116,7 @@ def update_fingerprint(before: Weights, after: Weights, tokens: np.ndarray) -> d
             raise ValueError(f"canonical_weights(): {name} has shape {w1.shape}, the canonical layout's is {w0.shape}")
         # A vector is one column: its direction is a alone (a random b of one entry would scale the whole check).
         old, new = (w.reshape(w.shape[0], -1) for w in (w0, w1))
-        unused = np.ones(old.shape[0], dtype=bool)
+        unused = np.ones(old.shape[0], dtype=bool)  # the embedding's rows not looked up
         if name == "embedding":
             unused[np.unique(tokens)] = False
         a = _direction(index, 0, old.shape[0])
@@ -126,12 +126,13 @@ def update_fingerprint(before: Weights, after: Weights, tokens: np.ndarray) -> d
         for start in range(0, old.shape[0], step):
             rows = slice(start, start + step)
             d = np.subtract(new[rows], old[rows], dtype=np.float64)  # exact: both float32 (or narrower)
-            row_sq = np.einsum("ij,ij->i", d, d)
-            sq += float(row_sq.sum())
-            unused_sq += float(row_sq[unused[rows]].sum())
-            row_proj = d @ b
-            total += float(d.sum())
-            proj += float(a[rows] @ row_proj)
+            flat = d.reshape(-1)
+            sq += float(flat @ flat)
+            total += float(flat.sum())
+            proj += float(a[rows] @ (d @ b))
+            if name == "embedding":
+                gone = d[unused[rows]].reshape(-1)
+                unused_sq += float(gone @ gone)
         out[name] = {"delta_l2": math.sqrt(sq), "delta_sum": total, "delta_proj": proj,
                      "delta_l2_rows_not_looked_up": math.sqrt(unused_sq) if name == "embedding" else None}
     return out
