@@ -74,10 +74,12 @@ def hogs() -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_real_cells_beside_cpu_hogs_stay_ok_with_a_flag(hogs: list[subprocess.Popen[bytes]],
                                                         tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
-    (project / "busy.yaml").write_text("frameworks: [numpy-reference]\ndevice: cpu\nhidden: [16]\nrepeats: 3\n")
+    (project / "busy.yaml").write_text("frameworks: [numpy-reference]\ndevice: cpu\nhidden: [64]\nrepeats: 3\n")
     out = tmp_path / "run"
+    # Steps of tens of ms: a timed window of seconds, several of the host sampler's periods (its counters need two
+    # samples around the window to say how busy the host was).
     proc = run_cli(["busy.yaml", "--out", str(out), "--runner", "local", "--python", "current", "-q",
-                    "--set", "batch=4", "--set", "seq_len=8", "--set", "vocab=100", "--set", "iters=40",
+                    "--set", "batch=32", "--set", "seq_len=32", "--set", "vocab=1000", "--set", "iters=30",
                     "--set", "warmup=1"], cwd=project, timeout=900)
     assert all(h.poll() is None for h in hogs), "a hog ended before the cells did: the host was not busy throughout"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -85,6 +87,8 @@ def test_real_cells_beside_cpu_hogs_stay_ok_with_a_flag(hogs: list[subprocess.Po
     assert len(cells) == 3
     for cell in cells.values():
         assert cell["status"] == "ok", cell["reason"]
-        assert cell["machine"] is not None and cell["machine"]["host_busy"] is True, cell["machine"]
+        machine = cell["machine"]
+        assert machine is not None and machine["window"] == "timed" and machine["window_s"] > 0.5, machine
+        assert machine["host_busy"] is True, machine
     report = json.loads((out / "report.json").read_text())
     assert any("other processes took more than" in w for w in report["warnings"]), report["warnings"]
