@@ -23,15 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _reexec_in_torch_venv() -> None:
-    from orchestrator.frameworks import discover
-    from orchestrator.venvs import ensure_venv
-
-    python = ensure_venv(discover(ROOT / "images")["torch"], None, on_line=lambda s: print(f"[venv] {s}"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "LSTM_BENCH_IN_VENV": "1"}
-    os.execve(str(python), [str(python), __file__, *sys.argv[1:]], env)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hidden", type=int, default=2048)
@@ -40,7 +31,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     if os.environ.get("LSTM_BENCH_IN_VENV") != "1":
-        _reexec_in_torch_venv()
+        from benchmarks.harness_overhead import _reexec_in_torch_venv
+
+        _reexec_in_torch_venv(__file__)
 
     from workloads import harness
     from workloads.torch_lstm import TorchLSTM
