@@ -27,13 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _reexec_in_torch_venv() -> None:
+def _reexec_in_torch_venv(script: str = __file__) -> None:
+    """Run `script` again, with the same arguments, in the torch environment (benchmarks/fingerprint_cost.py too)."""
     from orchestrator.frameworks import discover
     from orchestrator.venvs import ensure_venv
 
     python = ensure_venv(discover(ROOT / "images")["torch"], None, on_line=lambda s: print(f"[venv] {s}"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "LSTM_BENCH_IN_VENV": "1"}
-    os.execve(str(python), [str(python), __file__, *sys.argv[1:]], env)
+    os.execve(str(python), [str(python), script, *sys.argv[1:]], env)
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.frameworks import NAME_RE
 from orchestrator.results import Status
 from orchestrator.runners.base import Outcome, strip_ansi
-from orchestrator.validity import judge
+from orchestrator.validity import HostView, judge
 from orchestrator.workload_result import WorkloadResult, check_echo, parse_result
 
 SIGKILL_EXIT = 137
@@ -75,7 +75,10 @@ def classify(
             problem = f"the output directory holds {', '.join(outcome.stray)} besides the result; only it may be there"
         if problem is not None:
             return Status.INVALID_OUTPUT, problem, None
-        invalid = judge(result)  # the precision read-back and the validity gates (orchestrator/validity.py)
+        # The precision read-back, the validity gates and the workload's times against the host's own clocks
+        # (orchestrator/validity.py): the runner's duration is an upper bound of the process's lifetime.
+        span = tuple(outcome.wall_span) if outcome.wall_span is not None else None
+        invalid = judge(result, HostView(outcome.duration_s, span))  # type: ignore[arg-type]
         if invalid is not None:
             return Status.INVALID_OUTPUT, invalid, result
         return Status(result.status), result.message, result

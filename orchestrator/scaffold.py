@@ -183,6 +183,16 @@ class {cls}(harness.Framework):
         """
         raise {todo("param_count")}
 
+    def canonical_weights(self) -> harness.Weights:
+        """The current parameters, copied to the host as NumPy float32 arrays in the canonical layout of
+        harness.Weights (build()'s layout conversion, inverted: transpose back, concatenate per-gate tensors in
+        the order i, f, g, o; float32 master weights under bf16). Untimed: called once, after the first probe step.
+
+        Why: the harness fingerprints each tensor's change in that step and the report checks it against the NumPy
+        reference's, tensor by tensor: a tensor left un-updated, or updated with a wrong scale, is ✗ by name.
+        """
+        raise {todo("canonical_weights")}
+
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
         """Move one batch (int32 token ids [batch, seq_len], int32 labels [batch]) to the device; untimed.
 

@@ -17,7 +17,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-SCHEMA_VERSION = 1
+# 2 adds `update` (the probe step's per-parameter fingerprint); results of schema 1 (records of older runs) still
+# parse, without it, and their equivalence can only be n/a.
+SCHEMA_VERSION = 2
 RESULT_KIND = "lstm-bench.workload-result"
 WORKLOAD_STATUSES = ("ok", "oom", "recursion", "crashed", "unsupported")  # workloads/harness.py WORKLOAD_STATUSES
 MAX_TIMES = 2_000_000  # timed batches in one result (matrix.MAX_ITERS plus room)
@@ -65,6 +67,28 @@ class Validity(BaseModel):
     throughput_over_latency: NonNegative | None = None
 
 
+class TensorUpdate(BaseModel):
+    """One parameter tensor's change in the first probe step (workloads/harness.py update_fingerprint)."""
+
+    model_config = _STRICT
+    delta_l2: NonNegative
+    delta_sum: Finite
+    delta_proj: Finite
+    delta_l2_rows_not_looked_up: NonNegative | None = None  # the embedding only
+
+
+class UpdateFingerprint(BaseModel):
+    """Every parameter tensor of the canonical layout (harness.Weights), none missing, none added."""
+
+    model_config = _STRICT
+    embedding: TensorUpdate
+    kernel: TensorUpdate
+    recurrent_kernel: TensorUpdate
+    bias: TensorUpdate
+    dense_kernel: TensorUpdate
+    dense_bias: TensorUpdate
+
+
 Switch = Scalar | Annotated[list[Scalar], Field(max_length=MAX_KEYS)]
 
 
@@ -72,7 +96,7 @@ class WorkloadResult(BaseModel):
     """result.json, field by field (docs/contract.md "The result")."""
 
     model_config = _STRICT
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2]
     kind: Literal["lstm-bench.workload-result"]
     status: Literal["ok", "oom", "recursion", "crashed", "unsupported"]
     message: Text | None = None
@@ -99,6 +123,7 @@ class WorkloadResult(BaseModel):
     embedding_update: Literal["sparse", "dense"] | None = None
     # Wall clock (time.time()) at the start and end of the timed loops: the window the host's machine sampler keeps.
     timed_window: Annotated[list[NonNegative], Field(min_length=2, max_length=2)] | None = None
+    update: UpdateFingerprint | None = None  # schema 2: the first probe step's change, per parameter tensor
     peak_memory_bytes: Count | None = None
     setup_s: NonNegative | None = None
     wall_s: NonNegative | None = None

@@ -7,6 +7,8 @@ import json
 from orchestrator.classify import classify
 from orchestrator.results import Status
 from orchestrator.runners.base import LogTail, Outcome
+from orchestrator.validity import flags
+from orchestrator.workload_result import parse_result
 
 
 def outcome(**kw: object) -> Outcome:
@@ -28,7 +30,7 @@ PARAMS = {"framework": "x", "variant": None, "impl": "default", "hidden": 16, "l
 def doc(status: str, **kw: object) -> str:
     """A complete result as workloads/harness.py writes it (orchestrator/workload_result.py)."""
     d = {
-        "schema_version": 1,
+        "schema_version": 2,
         "kind": "lstm-bench.workload-result",
         "status": status,
         "framework": "x",
@@ -40,6 +42,11 @@ def doc(status: str, **kw: object) -> str:
         "times_ms": [1.0, 2.0],
         "stats_ms": {"mean": 1.5, "median": 1.5, "std": 0.7, "min": 1.0, "max": 2.0},
         "message": None,
+        # The fields the validity gates are judged on (an ok result must carry them).
+        "timed_wall_ms": 3.01,
+        "throughput_ms": 1.5,
+        "losses": [1.6, 1.5],
+        "validity": {"loss_trend": "undetermined"},
     }
     d.update(kw)
     return json.dumps(d)
@@ -119,3 +126,67 @@ def test_a_result_file_that_could_not_be_read_or_stray_files_are_invalid_output(
     assert s is Status.INVALID_OUTPUT and "FIFO" in (reason or "")
     s, reason, _ = classify(outcome(result_text=doc("ok"), stray=("'record.json'",)), 5, PARAMS)
     assert s is Status.INVALID_OUTPUT and "record.json" in (reason or "")
+
+
+# ------------------------------------------------------------------ issue 16: checks a workload cannot fake
+HOST_START = 1_700_000_000.0
+
+
+def judged(duration_s: float = 1.0, **kw: object) -> tuple[Status, str]:
+    """An ok result (changed by kw) from a process the host saw live duration_s, from HOST_START on."""
+    out = outcome(result_text=doc("ok", **kw), duration_s=duration_s,
+                  wall_span=(HOST_START, HOST_START + duration_s))
+    s, reason, _ = classify(out, 5, PARAMS)
+    return s, reason or ""
+
+
+def test_a_consistent_ok_result_is_ok() -> None:
+    assert judged(timed_window=[HOST_START + 0.1, HOST_START + 0.2]) == (Status.OK, "")
+
+
+def test_times_longer_than_the_cell_lived_are_invalid_output() -> None:
+    # 4000 ms a batch, internally consistent, from a process that lived 0.52 s (what was seen).
+    s, why = judged(0.52, times_ms=[4000.0, 4000.0], timed_wall_ms=8000.0, throughput_ms=4000.0,
+                    stats_ms={"mean": 4000.0, "median": 4000.0, "std": 0.0, "min": 4000.0, "max": 4000.0})
+    assert s is Status.INVALID_OUTPUT and "the cell's process lived 520.0 ms" in why
+
+
+def test_null_gate_fields_are_invalid_output() -> None:
+    for key in ("timed_wall_ms", "validity", "throughput_ms"):
+        s, why = judged(**{key: None})
+        assert s is Status.INVALID_OUTPUT and key in why and "cannot be judged" in why
+    s, why = judged(losses=[])
+    assert s is Status.INVALID_OUTPUT and "0 losses for 2 timed steps" in why
+
+
+def test_a_non_finite_loss_is_invalid_output_whatever_validity_says() -> None:
+    s, why = judged(losses=[None, None], validity={"loss_trend": "decreasing"})
+    assert s is Status.INVALID_OUTPUT and "not finite at timed step(s) [0, 1]" in why
+
+
+def test_the_loss_trend_is_recomputed_on_the_host() -> None:
+    rising = {**PARAMS, "data_batches": 1}  # one batch: timed steps 0 and 1 visit the same batch
+    out = outcome(result_text=doc("ok", params=rising, losses=[1.0, 2.0], validity={"loss_trend": "decreasing"}))
+    s, why, _ = classify(out, 5, rising)
+    assert s is Status.INVALID_OUTPUT and "increasing" in (why or "")
+
+
+def test_step_times_adding_up_to_more_than_the_loop_are_invalid_output() -> None:
+    s, why = judged(timed_wall_ms=2.9)
+    assert s is Status.INVALID_OUTPUT and "more than the 2.900 ms the timed loop" in why
+
+
+def test_time_between_steps_is_a_flag_not_a_failure() -> None:
+    # What a busy host does: the loop took 2% longer than its steps (the false alarm of issue 16).
+    s, why = judged(times_ms=[487.0, 487.412], timed_wall_ms=991.598, throughput_ms=490.0,
+                    stats_ms={"mean": 487.2, "median": 487.2, "std": 0.3, "min": 487.0, "max": 487.412})
+    assert (s, why) == (Status.OK, "")
+    result, _ = parse_result(doc("ok", times_ms=[487.0, 487.412], timed_wall_ms=991.598))
+    assert result is not None and any("fell between steps" in f for f in flags(result))
+
+
+def test_a_window_outside_the_host_span_is_invalid_output() -> None:
+    s, why = judged(timed_window=[1.0, 1e11])
+    assert s is Status.INVALID_OUTPUT and "outside the time the host saw the cell run" in why
+    s, why = judged(timed_window=[HOST_START + 0.1, HOST_START + 0.1001])  # 0.1 ms for 6 ms of loops
+    assert s is Status.INVALID_OUTPUT and "less than the" in why

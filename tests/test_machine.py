@@ -18,6 +18,7 @@ from orchestrator.machine import gpu
 from orchestrator.machine.cpu import HostCpu, ProcessCell, cgroup_files, parse_cpuset, parse_proc_stat
 from orchestrator.machine.sampler import Sampler
 from orchestrator.machine.summary import BUSY_SHARE, MachineState, counter_delta, summarise, valid_window
+from orchestrator.report.machine import flags as report_flags
 from orchestrator.results import CellRecord
 
 PROC_STAT = """cpu  24136 0 8538 25912 879 0 291 487 0 0
@@ -272,3 +273,19 @@ def test_manifest_adds_nvml_settings_to_each_gpu_by_index(monkeypatch: pytest.Mo
     monkeypatch.setattr(manifest_module.nvml_gpu, "facts", lambda: "unavailable: NVML Shared Library Not Found")
     manifest = initial_manifest("r", {}, {}, [])
     assert manifest["nvml"] == "unavailable: NVML Shared Library Not Found" and manifest["gpus"] == smi
+
+
+def test_a_window_beyond_the_samples_is_clipped_not_extrapolated() -> None:
+    # What was seen (issue 16): timed_window [1.0, 1e11] gave window_s 1e11 and a CPU time of 5.3e10 s.
+    samples = gpu_samples()  # 200 W from t=1000 to t=1010
+    m = summarise(samples, [1.0, 1e11], batches=50, period_s=0.5)
+    assert m is not None and m.window == "timed" and m.window_s == 10.0
+    assert m.window_clipped_s == pytest.approx(1e11 - 1.0 - 10.0)
+    assert m.gpu_energy_j == pytest.approx(2000.0) and m.j_per_batch is None  # not all batches' energy
+    assert "window clipped" in report_flags(m)
+    # Partly outside: only the sampled part counts.
+    part = summarise(samples, [1008.0, 1012.0], batches=50, period_s=0.5)
+    assert part is not None and part.window_s == 2.0 and part.window_clipped_s == pytest.approx(2.0)
+    assert part.gpu_energy_j == pytest.approx(400.0)
+    inside = summarise(samples, [1002.0, 1008.0], batches=50, period_s=0.5)
+    assert inside is not None and inside.window_clipped_s is None and inside.j_per_batch == pytest.approx(24.0)

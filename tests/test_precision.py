@@ -177,11 +177,17 @@ def test_read_back_that_differs_from_the_request_is_invalid_output(tmp_path: Pat
 
 def test_failed_gates_are_invalid_output_and_flags_are_not(tmp_path: Path) -> None:
     doc = run_harness(NumpyReference, tmp_path)
-    rising = {**doc, "validity": {**doc["validity"], "loss_trend": "increasing", "loss_trend_rel": 0.2}}
+    # The trend is recomputed on the host from `losses`, whatever the workload's own validity says.
+    rising = {**doc, "losses": [1.0 + i for i in range(len(doc["losses"]))]}
     assert classify(outcome(rising), 5)[0] is Status.INVALID_OUTPUT
-    wall = sum(doc["times_ms"]) * 1.5 + 1.0  # a third of the loop's time outside the timed steps
-    assert "add up to" in (classify(outcome({**doc, "timed_wall_ms": wall}), 5)[1] or "")
-    flat = {**doc, "validity": {**doc["validity"], "loss_trend": "flat"}}
+    over = {**doc, "timed_wall_ms": sum(doc["times_ms"]) * 0.9}  # steps adding up to more than their loop
+    assert "more than the" in (classify(outcome(over), 5)[1] or "")
+    # A third of the loop's time outside the timed steps (a busy host): a flag, not a failure.
+    wall, start = sum(doc["times_ms"]) * 1.5 + 1.0, doc["timed_window"][0]
+    loops_s = (wall + doc["throughput_ms"] * len(doc["times_ms"])) / 1000
+    gap = {**doc, "timed_wall_ms": wall, "timed_window": [start, start + loops_s + 0.001]}  # the window holds it
+    assert classify(outcome(gap), 5)[0] is Status.OK and any("between steps" in f for f in flags(as_result(gap)))
+    flat = {**doc, "losses": [1.0] * len(doc["losses"]), "validity": {**doc["validity"], "loss_trend": "decreasing"}}
     assert classify(outcome(flat), 5)[0] is Status.OK and "lr is too small" in flags(as_result(flat))[0]
 
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from orchestrator.frameworks import Framework, discover
-from orchestrator.report.equivalence import TOLERANCES
+from orchestrator.report.equivalence import TOLERANCES, UPDATE_TOLERANCES, update_deviations
 from orchestrator.validity import judge
 from orchestrator.venvs import VenvError, ensure_venv, requirements_file
-from orchestrator.workload_result import WorkloadResult, parse_result
+from orchestrator.workload_result import UpdateFingerprint, WorkloadResult, parse_result
 from tests.conftest import missing
 from workloads import harness
 from workloads.numpy_reference import NumpyLSTM
@@ -35,7 +35,7 @@ RESULT_KEYS = (
     "schema_version", "kind", "status", "message", "framework", "variant", "impl", "params", "versions", "device",
     "param_count", "param_count_expected", "loss_initial", "loss_after_one_step", "loss_final", "times_ms",
     "stats_ms", "peak_memory_bytes", "setup_s", "wall_s", "timed_wall_ms", "throughput_ms", "losses", "validity",
-    "precision", "precision_effective", "precision_switches", "embedding_update",
+    "precision", "precision_effective", "precision_switches", "embedding_update", "update",
 )
 REL_TOL = TOLERANCES["fp32"]
 
@@ -90,8 +90,19 @@ def reference_losses(params: dict[str, Any]) -> tuple[float, float]:
     return model.step(tokens, labels), model.step(tokens, labels)
 
 
+def reference_update(params: dict[str, Any]) -> UpdateFingerprint:
+    """The NumPy oracle's fingerprint of its first SGD update (harness.update_fingerprint)."""
+    p = harness.Params.from_dict(params)
+    initial = harness.make_weights(p)
+    model = NumpyLSTM(initial, p.lr)
+    tokens, labels = harness.make_batches(p)[0]
+    model.step(tokens, labels)
+    return UpdateFingerprint.model_validate(harness.update_fingerprint(initial, harness.Weights(**model.w), tokens))
+
+
 def assert_ok_and_equivalent(doc: dict[str, Any], params: dict[str, Any]) -> None:
-    """status ok, the contract's keys, the expected parameter count and the NumPy reference's two losses."""
+    """status ok, the contract's keys, the expected parameter count, the NumPy reference's two losses and its
+    first SGD update, tensor by tensor."""
     assert doc["status"] == "ok", f"{doc['status']}: {doc['message']}\n{doc['_log']}"
     missing = [k for k in RESULT_KEYS if k not in doc]
     assert not missing, f"result lacks {missing}"
@@ -112,6 +123,11 @@ def assert_ok_and_equivalent(doc: dict[str, Any], params: dict[str, Any]) -> Non
     assert want_initial != pytest.approx(want_after, rel=tol), "lr too small for the probe to mean anything"
     assert doc["loss_initial"] == pytest.approx(want_initial, rel=tol)
     assert doc["loss_after_one_step"] == pytest.approx(want_after, rel=tol)
+    ours = as_result(doc).update
+    assert ours is not None, "the workload reports no update fingerprint (canonical_weights)"
+    devs = update_deviations(ours, reference_update(params))
+    wrong = {k: v for k, v in devs.items() if not v <= UPDATE_TOLERANCES[precision]}
+    assert not wrong, f"update differs from the reference's (relative to its norm): {wrong}"
 
 
 def relative_deviation(doc: dict[str, Any], params: dict[str, Any]) -> float:

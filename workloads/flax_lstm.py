@@ -93,6 +93,23 @@ def flax_params(w: harness.Weights) -> dict[str, Any]:
     }
 
 
+def canonical_of(params: dict[str, Any]) -> harness.Weights:
+    """flax_params inverted: Flax's per-gate tensors back into the canonical layout."""
+    lstm = params["lstm"]
+
+    def host(a: Any) -> np.ndarray:
+        return np.asarray(a, dtype=np.float32)
+
+    return harness.Weights(
+        embedding=host(params["embed"]["embedding"]),
+        kernel=np.concatenate([host(lstm[f"i{gate}"]["kernel"]) for gate in GATES], axis=1),
+        recurrent_kernel=np.concatenate([host(lstm[f"h{gate}"]["kernel"]) for gate in GATES], axis=1),
+        bias=np.concatenate([host(lstm[f"h{gate}"]["bias"]) for gate in GATES]),
+        dense_kernel=host(params["dense"]["kernel"]),
+        dense_bias=host(params["dense"]["bias"]),
+    )
+
+
 class FlaxLSTM(harness.Framework):
     name = "flax"
     # No oom_types: JAX raises JaxRuntimeError for every XLA failure; only its text tells an OOM from the rest.
@@ -151,6 +168,9 @@ class FlaxLSTM(harness.Framework):
 
     def param_count(self) -> int:
         return sum(int(a.size) for a in jax.tree_util.tree_leaves(self.state))
+
+    def canonical_weights(self) -> harness.Weights:
+        return canonical_of(self.state)
 
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
         batch = jax.device_put(tokens, self.device), jax.device_put(labels, self.device)

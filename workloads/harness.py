@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+# 2: adds `update` (the fingerprint of the probe step's change of every parameter tensor).
+SCHEMA_VERSION = 2
 RESULT_KIND = "lstm-bench.workload-result"
 # Gate order of the LSTM weights handed to every framework: input, forget, cell candidate, output
 # (PyTorch, Keras, TensorFlow and MXNet all use this order, so no framework has to permute blocks).
@@ -92,6 +93,56 @@ class Weights:
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# The fingerprint of one SGD update (update_fingerprint): the statistics of each tensor's change, in float64.
+# `delta_proj` projects the change D [rows, cols] on a fixed pseudo-random rank-one direction a b^T (a^T D b, entries
+# of a and b of unit variance, seeded per tensor from FINGERPRINT_SEED by NumPy's PCG64 bit generator, whose raw
+# stream is stable across NumPy versions): for any error E its expected square is |E|^2, as for a dense random
+# direction, so it sees a change that went to the wrong elements (swapped gates, wrong rows), which a norm cannot;
+# and it costs one matrix-vector product instead of a random number per element.
+FINGERPRINT_SEED = 2016
+FINGERPRINT_CHUNK = 1 << 20  # elements at a time: bounded memory for a hidden-2048 embedding (20M elements)
+
+
+def update_fingerprint(before: Weights, after: Weights, tokens: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """Per parameter tensor (canonical layout), in float64: `delta_l2`, `delta_sum`, `delta_proj` of the change
+    after - before. The embedding also has `delta_l2_rows_not_looked_up`:
+    the change of the rows that `tokens` did not look up (zero for plain SGD, sparse or dense)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for index, (name, w0) in enumerate(before.as_dict().items()):
+        w1 = np.asarray(getattr(after, name))
+        if w1.shape != w0.shape:
+            raise ValueError(f"canonical_weights(): {name} has shape {w1.shape}, the canonical layout's is {w0.shape}")
+        # A vector is one column: its direction is a alone (a random b of one entry would scale the whole check).
+        old, new = (w.reshape(w.shape[0], -1) for w in (w0, w1))
+        unused = np.ones(old.shape[0], dtype=bool)  # the embedding's rows not looked up
+        if name == "embedding":
+            unused[np.unique(tokens)] = False
+        a = _direction(index, 0, old.shape[0])
+        b = _direction(index, 1, old.shape[1]) if w0.ndim > 1 else np.ones(1)
+        sq = unused_sq = total = proj = 0.0
+        step = max(1, FINGERPRINT_CHUNK // old.shape[1])
+        for start in range(0, old.shape[0], step):
+            rows = slice(start, start + step)
+            d = np.subtract(new[rows], old[rows], dtype=np.float64)  # exact: both float32 (or narrower)
+            flat = d.reshape(-1)
+            sq += float(flat @ flat)
+            total += float(flat.sum())
+            proj += float(a[rows] @ (d @ b))
+            if name == "embedding":
+                gone = d[unused[rows]].reshape(-1)
+                unused_sq += float(gone @ gone)
+        out[name] = {"delta_l2": math.sqrt(sq), "delta_sum": total, "delta_proj": proj,
+                     "delta_l2_rows_not_looked_up": math.sqrt(unused_sq) if name == "embedding" else None}
+    return out
+
+
+def _direction(tensor: int, axis: int, size: int) -> np.ndarray:
+    """Entries uniform in [-sqrt(3), sqrt(3)) (unit variance), from PCG64's raw stream (stable across versions)."""
+    raw = np.random.PCG64([FINGERPRINT_SEED, tensor, axis]).random_raw(size)
+    unit = (raw >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return (unit * 2.0 - 1.0) * math.sqrt(3.0)
 
 
 def make_weights(p: Params) -> Weights:
@@ -211,6 +262,13 @@ class Framework:
     def build(self, weights: Weights) -> None:
         raise NotImplementedYet(f"{self.name}: build() not implemented yet")
 
+    def canonical_weights(self) -> Weights | None:
+        """The current parameters as float NumPy arrays in the canonical layout of `Weights` (build()'s layout
+        conversion, inverted; float32 master weights where the framework keeps them). Called once, untimed,
+        after the first probe step: the harness fingerprints the update (update_fingerprint) and the host checks
+        it against the reference, tensor by tensor. None: not reported (the equivalence check says n/a)."""
+        return None
+
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
         """Move one batch to the device; called before timing starts."""
         return tokens, labels
@@ -267,6 +325,7 @@ class Measurement:
     peak_memory_bytes: int | None = None
     setup_s: float | None = None
     timed_window: list[float] | None = None  # wall clock (time.time()) at the timed loops' start and end
+    update: dict[str, dict[str, float | None]] | None = None  # update_fingerprint of the first probe step
 
 
 def measure(fw: Framework, p: Params, m: Measurement) -> None:
@@ -280,15 +339,21 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
     tf32_override_env(p.precision)
     fw.check_device()
     fw.set_precision()
-    fw.build(make_weights(p))
+    # Kept apart from what build() gets: a framework may adopt those arrays' memory (torch.from_numpy) and update it.
+    initial = make_weights(p)
+    fw.build(Weights(**{name: w.copy() for name, w in initial.as_dict().items()}))
     m.param_count = fw.param_count()
-    batches = [fw.prepare(t, y) for t, y in make_batches(p)]
+    data = make_batches(p)
+    batches = [fw.prepare(t, y) for t, y in data]
     fw.sync()
     m.setup_s = time.perf_counter() - t0
 
-    # Two untimed probe steps on the first batch: the loss before any update and after exactly one,
-    # which every framework must reproduce (the equivalence check).
+    # Two untimed probe steps on the first batch: the loss before any update and after exactly one, and between
+    # them the fingerprint of that one update, which every framework must reproduce (the equivalence check).
     m.loss_initial = fw.loss_value(fw.step(batches[0]))
+    updated = fw.canonical_weights()
+    if updated is not None:
+        m.update = update_fingerprint(initial, updated, data[0][0])
     m.loss_after_one_step = fw.loss_value(fw.step(batches[0]))
     for i in range(p.warmup):
         fw.step(batches[i % len(batches)])
@@ -443,6 +508,7 @@ def build_document(
         "peak_memory_bytes": m.peak_memory_bytes,
         "setup_s": m.setup_s,
         "timed_window": m.timed_window,
+        "update": m.update,
         "wall_s": wall_s,
     }
 

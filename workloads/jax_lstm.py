@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jaxlib
+import numpy as np
 
 from workloads import harness
 
@@ -187,6 +188,9 @@ class JaxLSTM(harness.Framework):
 
     def build(self, weights: harness.Weights) -> None:
         self.state = {k: jax.device_put(v, self.device) for k, v in weights.as_dict().items()}
+
+    def canonical_weights(self) -> harness.Weights:
+        return harness.Weights(**{k: np.asarray(v) for k, v in self.state.items()})
 
     def prepare(self, tokens: Any, labels: Any) -> Any:
         batch = jax.device_put(tokens, self.device), jax.device_put(labels, self.device)

@@ -297,7 +297,7 @@ class KerasLSTM(harness.Framework):
         lstm = keras.layers.LSTM(p.hidden, use_cudnn=use_cudnn)  # returns the last step's hidden state
         dense = keras.layers.Dense(p.classes)
         model = keras.Model(tokens, dense(lstm(embedding(tokens))))
-        self.embedding, self.lstm = embedding, lstm
+        self.embedding, self.lstm, self.dense = embedding, lstm, dense
         embedding.set_weights([w.embedding])
         lstm.set_weights([w.kernel, w.recurrent_kernel, w.bias])  # Keras: [E,4H], [H,4H], [4H], gates i,f,c,o
         dense.set_weights([w.dense_kernel, w.dense_bias])
@@ -316,6 +316,11 @@ class KerasLSTM(harness.Framework):
             loss=self.keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # mean over the batch
         )
         self.model = model
+
+    def canonical_weights(self) -> harness.Weights:
+        # Keras' layout is the canonical one: [E,4H], [H,4H], [4H], gates i, f, c, o.
+        layers = (self.embedding, self.lstm, self.dense)
+        return harness.Weights(*(np.asarray(w, np.float32) for layer in layers for w in layer.get_weights()))
 
     def prepare(self, tokens: Any, labels: Any) -> Any:
         return self.backend.to_device(tokens), self.backend.to_device(labels)

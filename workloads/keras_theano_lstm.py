@@ -65,6 +65,10 @@ class KerasTheanoLSTM(TheanoLSTM):
         # Compile Theano's training function now, not inside the first probe step.
         self.model._make_train_function()
 
+    def canonical_weights(self) -> harness.Weights:
+        # Embedding, LSTM kernel, recurrent kernel, bias, Dense kernel, bias: Keras' order and layout are canonical.
+        return harness.Weights(*(np.asarray(w, np.float32) for w in self.model.get_weights()))
+
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
         return tokens, labels  # host arrays: see the module docstring
 

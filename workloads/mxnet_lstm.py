@@ -219,6 +219,22 @@ class MXNetLSTM(harness.Framework):
             self.net.collect_params(), "sgd", {"learning_rate": self.params.lr, "momentum": 0.0, "wd": 0.0}
         )
 
+    def canonical_weights(self) -> harness.Weights:
+        rnn, prefix = self.net.rnn, "l0_" if self.impl_used == "fused" else ""
+
+        def host(param: Any) -> np.ndarray:
+            return param.data(self._ctx).asnumpy().astype(np.float32)
+
+        # Gluon's [out, in] transposed back to the canonical x @ kernel layout.
+        return harness.Weights(
+            embedding=host(self.net.embed.weight),
+            kernel=host(getattr(rnn, f"{prefix}i2h_weight")).T,
+            recurrent_kernel=host(getattr(rnn, f"{prefix}h2h_weight")).T,
+            bias=host(getattr(rnn, f"{prefix}i2h_bias")),
+            dense_kernel=host(self.net.dense.weight).T,
+            dense_bias=host(self.net.dense.bias),
+        )
+
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
         return mx.nd.array(tokens, ctx=self._ctx, dtype="int32"), mx.nd.array(labels, ctx=self._ctx, dtype="int32")
 

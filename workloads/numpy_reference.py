@@ -62,8 +62,12 @@ class NumpyLSTM:
             if k == "embedding":
                 continue
             self.w[k] -= self.lr * g
-        # Sparse update of the embedding rows that were looked up (np.add.at sums repeated ids).
-        np.add.at(self.w["embedding"], tokens, -self.lr * grads["embedding"])
+        # Sparse update of the embedding rows that were looked up: a repeated id's gradients are summed first (as
+        # every framework does), then applied once; adding them to the weights one by one would round each time.
+        rows, where = np.unique(tokens, return_inverse=True)
+        summed = np.zeros((rows.size, grads["embedding"].shape[-1]), np.float32)
+        np.add.at(summed, where.reshape(-1), grads["embedding"].reshape(-1, summed.shape[1]))
+        self.w["embedding"][rows] -= self.lr * summed
         return loss
 
     def backward(self, tokens: np.ndarray, labels: np.ndarray, fwd: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -119,6 +123,9 @@ class NumpyReference(harness.Framework):
 
     def step(self, batch: Any) -> float:
         return self.model.step(*batch)
+
+    def canonical_weights(self) -> harness.Weights:
+        return harness.Weights(**self.model.w)
 
     def param_count(self) -> int:
         return self.model.param_count()

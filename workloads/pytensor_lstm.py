@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from workloads import harness
-from workloads.theano_lstm import ScanOps, build_train_function
+from workloads.theano_lstm import ScanOps, build_train_function, weights_of
 
 IMPLS = ("jax", "numba", "c")
 # JAX preallocates 75% of the GPU at start-up; off, so the peak we read is what the step used.
@@ -132,6 +132,9 @@ class PyTensorLSTM(harness.Framework):
 
     def param_count(self) -> int:
         return sum(int(np.asarray(v.get_value(borrow=True)).size) for v in self.shared_params.values())
+
+    def canonical_weights(self) -> harness.Weights:
+        return weights_of(self.shared_params)
 
     def peak_memory_bytes(self) -> int | None:
         if self._device is None or self._device.platform == "cpu":

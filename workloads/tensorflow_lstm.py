@@ -191,6 +191,10 @@ class TensorFlowLSTM(harness.Framework):
         self._traced["lstm_output"] = h_last.dtype.name
         return tf.cast(tf.linalg.matmul(h_last, v["dense_kernel"]) + v["dense_bias"], tf.float32)
 
+    def canonical_weights(self) -> harness.Weights:
+        # Both paths keep their variables in the canonical order and layout (Keras' LSTM layout is the canonical one).
+        return harness.Weights(*(np.asarray(v.numpy(), np.float32) for v in self.variables))
+
     def prepare(self, tokens: np.ndarray, labels: np.ndarray) -> Any:
         with tf.device(self._device):
             return tf.constant(tokens), tf.constant(labels)

@@ -41,6 +41,11 @@ class ScanOps:
     static_shapes: bool = False  # PyTensor's JAX back-end needs batch and sequence length fixed in the graph
 
 
+def weights_of(shared_params: dict[str, Any]) -> harness.Weights:
+    """The shared parameters (canonical layout and names, PARAM_NAMES) as host arrays."""
+    return harness.Weights(**{n: np.asarray(shared_params[n].get_value()) for n in PARAM_NAMES})
+
+
 def build_train_function(
     ops: ScanOps, w: harness.Weights, p: harness.Params, mode: Any = None, data: tuple[Any, Any] | None = None
 ) -> tuple[Any, dict]:
@@ -211,6 +216,9 @@ class TheanoLSTM(harness.Framework):
 
     def param_count(self) -> int:
         return sum(int(v.get_value(borrow=True).size) for v in self.shared_params.values())
+
+    def canonical_weights(self) -> harness.Weights:
+        return weights_of(self.shared_params)
 
 
 if __name__ == "__main__":

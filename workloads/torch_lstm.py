@@ -179,6 +179,21 @@ class TorchLSTM(harness.Framework):
                     raise
                 raise harness.Unsupported(f"torch on this CPU has no bfloat16 fused LSTM (oneDNN: {exc})") from exc
 
+    def canonical_weights(self) -> harness.Weights:
+        m, suffix = self.model, "_l0" if self.impl_used == "fused" else ""
+
+        def host(t: torch.Tensor) -> Any:
+            return t.detach().float().cpu().numpy()
+
+        return harness.Weights(
+            embedding=host(m.embedding.weight),
+            kernel=host(getattr(m.rnn, "weight_ih" + suffix)).T,
+            recurrent_kernel=host(getattr(m.rnn, "weight_hh" + suffix)).T,
+            bias=host(getattr(m.rnn, "bias_ih" + suffix)),
+            dense_kernel=host(m.dense.weight).T,
+            dense_bias=host(m.dense.bias),
+        )
+
     def prepare(self, tokens: Any, labels: Any) -> Any:
         return (
             torch.from_numpy(tokens).long().to(self.device),

@@ -2,9 +2,12 @@
 
 Gauges (clocks, power, temperature, utilisation, memory) become min/median/max over the samples inside the window
 (the nearest one on each side when the window is shorter than a sampling period). Counters (CPU seconds, energy)
-become their increase over the window, interpolated linearly between the samples around it; past the last sample
-the rate of the covered part is carried on, and `coverage` says how much of the window had samples. Without an
-energy counter, energy is the integral of the power samples over the window (`gpu_energy_source` says which).
+become their increase over the window, interpolated linearly between the samples around it. Without an energy
+counter, energy is the integral of the power samples over the window (`gpu_energy_source` says which).
+
+The window comes from the workload (untrusted): it is clipped to the time the host sampled, so nothing is
+extrapolated beyond the samples (`window_clipped_s` says how much was cut off); a window that lies outside the
+samples altogether, or is not a window, falls back to the whole cell (`window` "cell", flagged).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class MachineState(BaseModel):
 
     window: Literal["timed", "cell"]  # timed: the harness's timed loop; cell: the whole cell (no window reported)
     window_s: float
+    window_clipped_s: float | None = None  # seconds of the workload's window outside the samples, cut off
     period_s: float
     samples: int  # samples inside the window (plus the nearest one on each side)
     coverage: float | None = None  # share of the window that lies between samples with counters
@@ -70,6 +74,13 @@ def valid_window(raw: Any, samples: list[Sample]) -> tuple[float, float] | str:
     if samples and (t1 < samples[0]["t"] or t0 > samples[-1]["t"]):
         return "timed_window lies outside the time the cell was sampled"
     return t0, t1
+
+
+def clip(window: tuple[float, float], samples: list[Sample]) -> tuple[tuple[float, float], float]:
+    """The window cut to the first and last sample's times, and how many seconds were cut off."""
+    t0, t1 = window
+    lo, hi = max(t0, samples[0]["t"]), min(t1, samples[-1]["t"])
+    return (lo, max(lo, hi)), (t1 - t0) - (max(lo, hi) - lo)
 
 
 def counter_delta(samples: list[Sample], key: str, t0: float, t1: float) -> tuple[float, float] | None:
@@ -143,9 +154,13 @@ def summarise(
     missing = dict(unavailable or {})
     window = valid_window(timed_window, samples)
     kind: Literal["timed", "cell"] = "timed"
+    clipped = None
     if isinstance(window, str):
         missing["window"] = f"unavailable: {window}; the summary covers the whole cell"
         window, kind = (samples[0]["t"], samples[-1]["t"]), "cell"
+    else:
+        window, cut = clip(window, samples)
+        clipped = round(cut, 6) if cut > 0 else None
     t0, t1 = window
     span = max(t1 - t0, 0.0)
     chosen = _in_window(samples, t0, t1)
@@ -164,6 +179,7 @@ def summarise(
     return MachineState(
         window=kind,
         window_s=round(span, 6),
+        window_clipped_s=clipped,
         period_s=period_s,
         samples=len(chosen),
         coverage=round(min(coverages), 3) if coverages else None,
@@ -174,7 +190,8 @@ def summarise(
         gpu_energy_j=joules,
         gpu_energy_source=source,
         gpu_avg_w=joules / span if joules is not None and span > 0 else None,
-        j_per_batch=joules / batches if joules is not None and batches and kind == "timed" else None,
+        # Only for the whole timed window: a clipped one lacks some batches' energy.
+        j_per_batch=joules / batches if joules is not None and batches and kind == "timed" and not clipped else None,
         gpu_reasons=reasons,
         throttled=bool(THROTTLING.intersection(reasons)) if masks else None,
         gpu_other_procs=max(others) if others else None,

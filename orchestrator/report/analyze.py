@@ -295,9 +295,8 @@ def _warnings(a: Analysis) -> list[str]:
             out.append(f"{g.row.label} hidden-{g.hidden}: pooled over the ok repeats only ({words})")
         e = g.equivalence
         if e and e.verdict == "mismatch":
-            out.append(f"{g.row.label} hidden-{g.hidden}: losses differ from the NumPy reference by "
-                       f"{e.rel_dev:.2e} (relative; tolerance {e.tolerance:g} at {g.precision}): it may not compute "
-                       "the benchmark")
+            out.append(f"{g.row.label} hidden-{g.hidden} ({g.precision}): differs from the NumPy reference: "
+                       f"{e.why}: it may not compute the benchmark")
         if e and e.params_ok is False:
             out.append(f"{g.row.label} hidden-{g.hidden}: {e.param_count} parameters, expected "
                        f"{e.param_count_expected}")

@@ -1,25 +1,32 @@
-"""Does a cell compute the benchmark's maths? Its two probe losses against the NumPy reference (NumpyLSTM).
+"""Does a cell compute the benchmark's maths? Its two probe losses and its first SGD update against the NumPy
+reference (NumpyLSTM).
 
 Every workload reports the loss of the first batch before any update (loss_initial) and after exactly one SGD
-step (loss_after_one_step), from the same seeded weights and data (workloads/harness.py). The reference values
-come from a numpy-reference cell of the same parameters in the run when there is one, otherwise from NumpyLSTM
-on this host (the two probe losses only), cached per parameters. For GPU cells it is computed at every size (a
-hidden-2048 probe costs the host about one float32 training step); for CPU cells only while cheap (at most the
-work of the benchmark's hidden-512 step), beyond that the column says n/a.
+step (loss_after_one_step), from the same seeded weights and data (workloads/harness.py), and between the two the
+fingerprint of that one update, per parameter tensor (`update`: norm, sum and a fixed random projection of each
+tensor's change, harness.update_fingerprint). At the benchmark's lr (0.001) the one-step loss change is a
+second-order signal: a tensor left un-updated moves the loss by well under the loss tolerance, so the verdict
+also compares each tensor's change with the reference's, relative to the change's own norm.
 
-The tolerance depends on the cell's precision (TOLERANCES, docs/report.md "Equivalence"): the reference is always
-float32, and TF32 (10-bit mantissa) and bfloat16 (8-bit) round every product's inputs.
+The reference comes from a numpy-reference cell of the same parameters in the run when there is one (with its
+update fingerprint), otherwise from NumpyLSTM on this host, cached per parameters. For GPU cells it is computed at
+every size (a hidden-2048 probe costs the host about one float32 training step); for CPU cells only while cheap
+(at most the work of the benchmark's hidden-512 step), beyond that the column says n/a.
+
+The tolerances depend on the cell's precision (TOLERANCES, UPDATE_TOLERANCES, docs/report.md "Equivalence"): the
+reference is always float32, and TF32 (10-bit mantissa) and bfloat16 (8-bit) round every product's inputs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from orchestrator.report.flops import flops_for_params, training_step_flops
 from orchestrator.results import CellRecord, Status
+from orchestrator.workload_result import TensorUpdate, UpdateFingerprint
 from workloads import harness
 from workloads.numpy_reference import NumpyLSTM
 
@@ -28,12 +35,19 @@ from workloads.numpy_reference import NumpyLSTM
 # over 64 recurrent steps; measured on CPU at 4e-5..2e-3 (docs/report.md), so 1e-2 leaves room for hidden 2048.
 TOLERANCES = {"fp32": 1e-4, "tf32": 1e-3, "bf16": 1e-2}
 TOLERANCE = TOLERANCES["fp32"]
+# Relative to the norm of the reference's change of the tensor, on each of that change's norm and its projection
+# (and, for the embedding, the change of the rows not looked up, which is zero). Measured fp32 (torch CPU against
+# NumpyLSTM, hidden 16 and 128, lr 0.001 and 0.5): at most 1.1e-5; the margin covers other reduction orders and the
+# float32 rounding of updated weights whose change is a few ulps at lr 0.001 (docs/report.md). tf32 and bf16 follow
+# the loss tolerances' ratio to their mantissas. A tensor left un-updated deviates by 1, an update scaled by s by
+# |s - 1|.
+UPDATE_TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "bf16": 1e-1}
 # Parameters the two probe losses depend on (the first batch only: data_batches, iters, warmup do not matter).
 KEY_FIELDS = ("hidden", "batch", "seq_len", "vocab", "classes", "lr", "seed")
 REFERENCE_FRAMEWORK = "numpy-reference"
 DEFAULT_MAX_FLOPS = training_step_flops(128, 64, 512)
 
-_HOST_CACHE: dict[tuple[Any, ...], tuple[float, float]] = {}
+_HOST_CACHE: dict[tuple[Any, ...], tuple[float, float, UpdateFingerprint]] = {}
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Reference:
     loss_initial: float
     loss_after_one_step: float
     source: str  # "host" or the cell id it was taken from
+    update: UpdateFingerprint | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,9 @@ class Equivalence:
     tolerance: float = TOLERANCE  # of the cell's precision
     rel_dev: float | None = None  # the larger relative deviation of the two losses
     delta_ratio: float | None = None  # (our one-step loss change) / (the reference's): 1.0 when the update matches
-    why: str | None = None  # for n/a: why not checked
+    why: str | None = None  # for n/a: why not checked; for a mismatch: what differs
+    update_tolerance: float = UPDATE_TOLERANCES["fp32"]
+    update_dev: dict[str, float] | None = None  # per parameter tensor: its update's deviation (UPDATE_TOLERANCES)
     reference: Reference | None = None
     param_count: int | None = None
     param_count_expected: int | None = None
@@ -64,6 +81,11 @@ class Equivalence:
             return None
         return self.param_count == self.param_count_expected
 
+    @property
+    def mismatched(self) -> list[str]:
+        """The parameter tensors whose update is not the reference's."""
+        return [k for k, v in (self.update_dev or {}).items() if not v <= self.update_tolerance]
+
     def as_dict(self) -> dict[str, Any]:
         ref = self.reference
         return {
@@ -72,6 +94,9 @@ class Equivalence:
             "rel_dev": self.rel_dev,
             "delta_ratio": self.delta_ratio,
             "why": self.why,
+            "update_tolerance": self.update_tolerance,
+            "update_dev": self.update_dev,
+            "mismatched_parameters": self.mismatched,
             "reference_loss_initial": ref.loss_initial if ref else None,
             "reference_loss_after_one_step": ref.loss_after_one_step if ref else None,
             "reference_source": ref.source if ref else None,
@@ -85,18 +110,39 @@ def params_key(params: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(params.get(k) for k in KEY_FIELDS)
 
 
-def reference_losses(params: dict[str, Any]) -> tuple[float, float]:
-    """NumpyLSTM's loss before and after one SGD step on the first seeded batch (cached per parameters)."""
+def reference_losses(params: dict[str, Any]) -> tuple[float, float, UpdateFingerprint]:
+    """NumpyLSTM's loss before and after one SGD step on the first seeded batch, and that step's update fingerprint
+    (cached per parameters)."""
     key = params_key(params)
     if key not in _HOST_CACHE:
         known = {f.name for f in fields(harness.Params)}
         p = harness.Params.from_dict({k: v for k, v in params.items() if k in known})
         tokens, labels = harness.make_batches(p)[0]
-        model = NumpyLSTM(harness.make_weights(p), p.lr)
+        initial = harness.make_weights(p)
+        model = NumpyLSTM(initial, p.lr)
         before = model.step(tokens, labels)
+        update = UpdateFingerprint.model_validate(
+            harness.update_fingerprint(initial, harness.Weights(**model.w), tokens))
         after = model.forward(tokens, labels)[0]
-        _HOST_CACHE[key] = (before, after)
+        _HOST_CACHE[key] = (before, after, update)
     return _HOST_CACHE[key]
+
+
+def update_deviations(ours: UpdateFingerprint, ref: UpdateFingerprint) -> dict[str, float]:
+    """Per parameter tensor: the largest deviation of our change from the reference's, relative to the norm of the
+    reference's change (its norm, its projection and, for the embedding, the rows not looked up)."""
+    out = {}
+    for name in UpdateFingerprint.model_fields:
+        a: TensorUpdate = getattr(ours, name)
+        b: TensorUpdate = getattr(ref, name)
+        diffs = [abs(a.delta_l2 - b.delta_l2), abs(a.delta_proj - b.delta_proj)]
+        if b.delta_l2_rows_not_looked_up is not None:
+            # None on our side where the reference has it: a result that does not say cannot pass.
+            ours_rows = a.delta_l2_rows_not_looked_up
+            diffs.append(math.inf if ours_rows is None else abs(ours_rows - b.delta_l2_rows_not_looked_up))
+        scale = b.delta_l2
+        out[name] = max(diffs) / scale if scale > 0 else (0.0 if max(diffs) == 0 else math.inf)
+    return out
 
 
 class Oracle:
@@ -107,9 +153,11 @@ class Oracle:
         self.in_run: dict[tuple[Any, ...], Reference] = {}
         for rec in records:
             w, params = rec.workload, rec.cell_params
-            if rec.framework == REFERENCE_FRAMEWORK and w and params and _finite(w.loss_initial, w.loss_after_one_step):
+            if (rec.framework == REFERENCE_FRAMEWORK and w and params and w.update is not None
+                    and _finite(w.loss_initial, w.loss_after_one_step)):
                 self.in_run.setdefault(
-                    params_key(params), Reference(w.loss_initial, w.loss_after_one_step, rec.cell_id)  # type: ignore[arg-type]
+                    params_key(params),
+                    Reference(w.loss_initial, w.loss_after_one_step, rec.cell_id, w.update),  # type: ignore[arg-type]
                 )
 
     def reference(self, params: dict[str, Any]) -> Reference | str:
@@ -122,8 +170,8 @@ class Oracle:
         if params.get("device") != "gpu" and flops_for_params(params) > self.max_flops:
             return (f"too large to compute on the host (hidden {params['hidden']}); "
                     "add numpy-reference at this size to the run to check it")
-        before, after = reference_losses(params)
-        return Reference(before, after, "host")
+        before, after, update = reference_losses(params)
+        return Reference(before, after, "host", update)
 
     def check(self, records: list[CellRecord]) -> Equivalence:
         """One verdict for the repeats of a cell: the worst deviation among those that reported their losses."""
@@ -135,13 +183,17 @@ class Oracle:
             failed = next((r for r in records if r.status is not Status.OK), None)
             why = f"no probe losses: {failed.status.value} before the probe" if failed else "no probe losses"
             return Equivalence("n/a", tolerance_for(records[0].precision), why=why, param_count=counts[0],
-                               param_count_expected=counts[1])
+                               param_count_expected=counts[1],
+                               update_tolerance=update_tolerance_for(records[0].precision))
         params = probed[0].cell_params or {}  # the cell's own, never the echo
-        tolerance = tolerance_for(params.get("precision") or probed[0].precision)
+        precision = params.get("precision") or probed[0].precision
+        tolerance, update_tolerance = tolerance_for(precision), update_tolerance_for(precision)
         ref = self.reference(params)
         if isinstance(ref, str):
-            return Equivalence("n/a", tolerance, why=ref, param_count=counts[0], param_count_expected=counts[1])
+            return Equivalence("n/a", tolerance, why=ref, param_count=counts[0], param_count_expected=counts[1],
+                               update_tolerance=update_tolerance)
         dev, ratio = 0.0, None
+        update_dev: dict[str, float] | None = {}
         for rec in probed:
             w = rec.workload
             assert w is not None and w.loss_initial is not None and w.loss_after_one_step is not None
@@ -150,12 +202,34 @@ class Oracle:
             ref_delta = ref.loss_after_one_step - ref.loss_initial
             if ref_delta != 0 and ratio is None:
                 ratio = (ours[1] - ours[0]) / ref_delta
-        verdict = "ok" if dev <= tolerance else "mismatch"
-        return Equivalence(verdict, tolerance, dev, ratio, None, ref, counts[0], counts[1])
+            if w.update is None or ref.update is None or update_dev is None:
+                update_dev = None
+            else:
+                for name, d in update_deviations(w.update, ref.update).items():
+                    update_dev[name] = max(update_dev.get(name, 0.0), d)
+        result = Equivalence("ok", tolerance, dev, ratio, reference=ref, param_count=counts[0],
+                             param_count_expected=counts[1], update_tolerance=update_tolerance, update_dev=update_dev)
+        problems = []
+        if dev > tolerance:
+            problems.append(f"losses differ by {dev:.2e} (relative; tolerance {tolerance:g})")
+        if result.mismatched:
+            problems.append("update of " + ", ".join(
+                f"{k} off by {update_dev[k]:.2e}" for k in result.mismatched  # type: ignore[index]
+            ) + f" (relative to the reference's change; tolerance {update_tolerance:g})")
+        if problems:
+            return replace(result, verdict="mismatch", why="; ".join(problems))
+        if update_dev is None:
+            return replace(result, verdict="n/a", why="the losses match, but the workload reports no update "
+                                                      "fingerprint (canonical_weights) to check its SGD step by")
+        return result
 
 
 def tolerance_for(precision: str | None) -> float:
     return TOLERANCES.get(precision or "fp32", TOLERANCE)
+
+
+def update_tolerance_for(precision: str | None) -> float:
+    return UPDATE_TOLERANCES.get(precision or "fp32", UPDATE_TOLERANCES["fp32"])
 
 
 def _rel(ours: float, ref: float) -> float:

@@ -23,6 +23,8 @@ def flags(m: MachineState) -> list[str]:
         out.append("GPU SHARED")
     if m.window == "cell":
         out.append("whole cell")  # no timed window from the workload: the figures include set-up
+    if m.window_clipped_s:
+        out.append("window clipped")  # part of the workload's window lies outside what the host sampled
     return out
 
 

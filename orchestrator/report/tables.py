@@ -197,7 +197,10 @@ def _equivalence_text(g: Group) -> str:
     if e.verdict == "n/a":
         return f"n/a ({e.why})"
     ref = "reference" if e.reference and e.reference.source == g.records[0].cell_id else ""
-    return ref or f"{e.symbol} {e.rel_dev:.1e}"
+    if ref:
+        return ref
+    # A mismatch names what differs: the parameter tensors whose update is wrong, else the losses.
+    return f"{e.symbol} {', '.join(e.mismatched)}" if e.mismatched else f"{e.symbol} {e.rel_dev:.1e}"
 
 
 def _params_text(g: Group) -> str:

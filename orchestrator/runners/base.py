@@ -62,6 +62,9 @@ class Outcome:
     result_problem: str | None = None  # why the result file could not be read (a FIFO, a link, too large, ...)
     stray: tuple[str, ...] = ()  # what else the workload left in its output directory
     unsupported: str | None = None  # the runner found, before starting it, that the cell cannot run here (why)
+    # Wall clock (time.time()) just before the cell's process (container) started and just after it ended, on the
+    # machine it ran on: the span the workload's timed_window must lie in (orchestrator/validity.py HostView).
+    wall_span: tuple[float, float] | None = None
 
 
 class Runner(Protocol):

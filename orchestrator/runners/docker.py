@@ -340,6 +340,7 @@ class DockerRunner:
         timed_out = oom_killed = False
         exit_code: int | None = None
         error: str | None = None
+        wall_span: tuple[float, float] | None = None
         if self.device == "gpu" and slot is not None and env.ref is not None:
             problem = self.gpu_problem(slot, env.ref, cell)
             if problem is not None:
@@ -350,6 +351,7 @@ class DockerRunner:
                 self._running[cell.cell_id] = container
             if self._aborted.is_set():
                 raise InterruptedError("aborted")
+            wall_start = time.time()
             container.start()
             if watch is not None:
                 self._watch(container, slot, watch)
@@ -361,6 +363,7 @@ class DockerRunner:
                     container.kill()
                 with contextlib.suppress(Exception):
                     exit_code = int(container.wait(timeout=30)["StatusCode"])
+            wall_span = (wall_start, time.time())
             _read_tail(container, tail)
             container.reload()
             oom_killed = bool(container.attrs["State"].get("OOMKilled")) and not timed_out
@@ -384,6 +387,7 @@ class DockerRunner:
             duration_s=time.monotonic() - started,
             error=error,
             memory_limited=True,
+            wall_span=wall_span,
             **read_result(cell_dir).outcome_fields(),
         )
 

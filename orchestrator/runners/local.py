@@ -116,6 +116,7 @@ class LocalRunner:
         error = None
         exit_code = None
         io_dir(cell_dir).mkdir(exist_ok=True)
+        wall_start = time.time()
         try:
             proc = subprocess.Popen(
                 self.command(env, env.details["workload"], cell_dir),
@@ -150,13 +151,15 @@ class LocalRunner:
             with self._lock:
                 self._procs.pop(cell.cell_id, None)
             reader.join(timeout=5)
+        wall_span = (wall_start, time.time())
         if self._aborted.is_set():
             error = "aborted"
         # A negative code is a signal; report it the way a container would (128 + signal).
         code = 128 - exit_code if exit_code is not None and exit_code < 0 else exit_code
         return Outcome(
             exit_code=code, timed_out=timed_out, oom_killed=False, log_tail=tail.text(),
-            duration_s=time.monotonic() - started, error=error, **read_result(cell_dir).outcome_fields(),
+            duration_s=time.monotonic() - started, error=error, wall_span=wall_span,
+            **read_result(cell_dir).outcome_fields(),
         )
 
     def stop_cell(self, cell_id: str) -> None:
