@@ -17,7 +17,7 @@ out=reports/example-cpu
 frameworks=$(ls images/*/requirements-cpu*.txt | cut -d/ -f2 | sort -u | paste -sd, -)
 args=(matrix.yaml --runner local --device cpu --only "$frameworks" --hidden 16,32,64
       --set batch=16 --set seq_len=16 --set vocab=1000 --set iters=12 --set warmup=2
-      --set timeout_s=900 --set name=example-cpu --out "$out" -q)
+      --set timeout_s=900 --set repeats=1 --set name=example-cpu --out "$out" -q)
 
 old=$(mktemp -d "${TMPDIR:-/tmp}/example-cpu.XXXXXX")
 if [ -e "$out" ]; then mv "$out" "$old/"; fi
