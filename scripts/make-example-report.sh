@@ -44,7 +44,8 @@ python -m orchestrator ${args[*]}
 \`\`\`
 
 These are **CPU** timings at batch 16 and sequence 16, so they say nothing about GPU speed and are not comparable
-with the 2016 GTX 980 table (the report therefore shows no speed-up against it). They show what the report looks
+with the 2016 GTX 980 table (the report therefore shows no speed-up against it). Each cell ran once, in one fresh
+process (\`repeats=1\`, where the main job runs 3), so its order is not checked against run-to-run spread. They show what the report looks
 like and that every framework computes the same model: the equivalence column compares each cell's first two losses
 with the NumPy reference. Read [\`report.md\`](report.md) or open \`report.html\`.
 EOF
