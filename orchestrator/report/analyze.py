@@ -276,11 +276,8 @@ def _warnings(a: Analysis) -> list[str]:
     if len(precisions) > 1:
         out.append(f"this run mixes precisions ({', '.join(precisions)}): cells are compared and ranked only within "
                    "one precision; a faster cell of another precision is faster partly because of its arithmetic")
-    ranked_groups: dict[tuple[int, str], list[Group]] = {}
-    for g in a.groups.values():
-        if g.stats:
-            ranked_groups.setdefault((g.hidden, g.precision), []).append(g)
-    single = [g for gs in ranked_groups.values() if len(gs) > 1 for g in gs if g.stats and g.stats.repeats < 2]
+    rankings = [ranked(a, h, p) for h in a.hidden for p in precisions]
+    single = [g for gs in rankings if len(gs) > 1 for g in gs if g.stats and g.stats.repeats < 2]
     if single:
         out.append(f"{len(single)} cell(s) rest on one fresh process: their order is checked against their own "
                    "batches only, not against run-to-run spread (rerun with --set repeats=3 to rank them)")
