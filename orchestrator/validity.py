@@ -26,6 +26,9 @@ LOOP_OVERHEAD_MS_PER_STEP = 0.05
 # span (wall clock, the same kernel clock the container reads). Slack for clock reads and NTP slewing only.
 LIFETIME_SLACK_S = 0.005
 SPAN_SLACK_S = 0.5
+# The kernel keeps a process's start in clock ticks (USER_HZ, 100 a second on Linux; harness.process_age_s): the
+# workload's to_first_step_s may be one tick longer than the process has lived.
+PROCESS_START_TICK_S = 0.01
 # Steady-state time per batch above this multiple of the per-step latency: the per-step sync cannot have covered
 # the queued work (a no-op sync makes the latency loop time only the launches). Reported, not failed: on a busy
 # CPU a few-step cell can be this noisy.
@@ -96,6 +99,9 @@ def host_problems(doc: WorkloadResult, host: HostView) -> list[str]:
     life_ms = (host.lifetime_s + LIFETIME_SLACK_S) * 1000.0
     claims = {"the per-step times": sum(doc.times_ms), "the timed loop (timed_wall_ms)": doc.timed_wall_ms or 0.0,
               "the steady-state loop (throughput_ms x steps)": (doc.throughput_ms or 0.0) * len(doc.times_ms)}
+    if doc.to_first_step_s is not None:  # from the process's own start: within what the host saw it live
+        claims["import, build and first step (to_first_step_s)"] = (
+            max(0.0, doc.to_first_step_s - PROCESS_START_TICK_S) * 1000.0)
     window = doc.timed_window
     if window is not None:
         claims["the timed window"] = (window[1] - window[0]) * 1000.0

@@ -19,11 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 # 2 adds `update` (the probe step's per-parameter fingerprint); results of schema 1 (records of older runs) still
 # parse, without it, and their equivalence can only be n/a.
-SCHEMA_VERSION = 2
+# 3 adds the start-up figures (STARTUP_FIELDS); results of schemas 1 and 2 parse without them (the report: n/a).
+SCHEMA_VERSION = 3
 RESULT_KIND = "lstm-bench.workload-result"
 WORKLOAD_STATUSES = ("ok", "oom", "recursion", "crashed", "unsupported")  # workloads/harness.py WORKLOAD_STATUSES
 MAX_TIMES = 2_000_000  # timed batches in one result (matrix.MAX_ITERS plus room)
 MAX_BATCH_MS = 1e9  # one batch over 11 days is no measurement
+MAX_STARTUP_S = 1e6  # nor 11 days before the first step (harness.MAX_PROCESS_AGE_S; a cell's timeout is at most 7)
+# Schema 3: process start -> harness entry, build(), the first probe step, process start -> that step's loss read.
+STARTUP_FIELDS = ("import_s", "build_s", "first_step_s", "to_first_step_s")
+# The start-up parts are read from one monotonic clock (import_s from the kernel's process start, to a tick):
+# slack for float rounding of sums, not for noise.
+STARTUP_SLACK_S = 1e-6
 MAX_TEXT = 8000
 MAX_NAME = 200
 MAX_KEYS = 64
@@ -34,6 +41,7 @@ Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
 Version = Annotated[str, StringConstraints(max_length=1000)]  # a version, or the harness's probe_error repr
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e300, le=1e300)]
 NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1e300)]
+StartupS = Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_STARTUP_S)]
 BatchMs = Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_BATCH_MS)]
 Count = Annotated[int, Field(ge=0, le=1 << 62)]
 Scalar = Annotated[int, Field(ge=-(1 << 62), le=1 << 62)] | Finite | bool | Name | None
@@ -96,7 +104,7 @@ class WorkloadResult(BaseModel):
     """result.json, field by field (docs/contract.md "The result")."""
 
     model_config = _STRICT
-    schema_version: Literal[1, 2]
+    schema_version: Literal[1, 2, 3]
     kind: Literal["lstm-bench.workload-result"]
     status: Literal["ok", "oom", "recursion", "crashed", "unsupported"]
     message: Text | None = None
@@ -126,6 +134,11 @@ class WorkloadResult(BaseModel):
     update: UpdateFingerprint | None = None  # schema 2: the first probe step's change, per parameter tensor
     peak_memory_bytes: Count | None = None
     setup_s: NonNegative | None = None
+    # Schema 3, start-up apart from the timed steady state (docs/contract.md); null when not reached or not known.
+    import_s: StartupS | None = None
+    build_s: StartupS | None = None
+    first_step_s: StartupS | None = None
+    to_first_step_s: StartupS | None = None
     wall_s: NonNegative | None = None
 
 
@@ -137,7 +150,41 @@ def parse_result(text: str | bytes) -> tuple[WorkloadResult | None, str | None]:
         return None, f"result JSON {first_error(exc)}"
     if result.status == "ok" and not result.times_ms:
         return None, "result says ok but has no timed batches"
+    if problem := startup_problem(result):
+        return None, problem
     return result, None
+
+
+def startup_problem(result: WorkloadResult) -> str | None:
+    """The start-up figures against their schema and each other: what cannot be true of one process's clock.
+
+    harness.measure() nests them: harness entry (import_s after process start) <= setup (build inside it) <= the
+    first step <= the end of wall_s, so each part is at most the span that holds it."""
+    given = {k: getattr(result, k) for k in STARTUP_FIELDS if getattr(result, k) is not None}
+    if result.schema_version < 3:
+        return f"result of schema {result.schema_version} has {', '.join(given)} (schema 3)" if given else None
+    if result.status == "ok":
+        lacking = [k for k in ("build_s", "first_step_s") if k not in given]
+        if lacking:
+            return f"an ok result without {', '.join(lacking)} (null): every ok cell built and took a first step"
+    imp, build, first, total = (getattr(result, k) for k in STARTUP_FIELDS)
+    setup, wall = result.setup_s, result.wall_s
+    # (part, its name, what holds it, that span's name)
+    nested = [
+        (build, "build_s", setup, "setup_s"),
+        (imp, "import_s", total, "to_first_step_s"),
+        (_sum(imp, setup, first), "import_s + setup_s + first_step_s", total, "to_first_step_s"),
+        (_sum(setup, first), "setup_s + first_step_s", wall, "wall_s"),
+        (total - imp if total is not None and imp is not None else None, "to_first_step_s - import_s", wall, "wall_s"),
+    ]
+    for part, what, span, name in nested:
+        if part is not None and span is not None and part > span * (1 + STARTUP_SLACK_S) + STARTUP_SLACK_S:
+            return f"result {what} is {part:.6g} s, more than the {span:.6g} s of {name} that holds it"
+    return None
+
+
+def _sum(*parts: float | None) -> float | None:
+    return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
 
 
 def first_error(exc: ValidationError) -> str:

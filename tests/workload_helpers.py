@@ -36,6 +36,7 @@ RESULT_KEYS = (
     "param_count", "param_count_expected", "loss_initial", "loss_after_one_step", "loss_final", "times_ms",
     "stats_ms", "peak_memory_bytes", "setup_s", "wall_s", "timed_wall_ms", "throughput_ms", "losses", "validity",
     "precision", "precision_effective", "precision_switches", "embedding_update", "update",
+    "import_s", "build_s", "first_step_s", "to_first_step_s",
 )
 REL_TOL = TOLERANCES["fp32"]
 
@@ -118,6 +119,8 @@ def assert_ok_and_equivalent(doc: dict[str, Any], params: dict[str, Any]) -> Non
     assert judge(as_result(doc)) is None, judge(as_result(doc))
     assert doc["embedding_update"] in ("sparse", "dense")
     assert doc["throughput_ms"] > 0 and len(doc["losses"]) == params["iters"]
+    # Start-up, apart from the timed steps (their nesting is checked at the boundary, as_result below).
+    assert doc["first_step_s"] > 0 and doc["build_s"] >= 0 and doc["to_first_step_s"] > doc["import_s"] > 0
     tol = TOLERANCES[precision]
     want_initial, want_after = reference_losses(params)
     assert want_initial != pytest.approx(want_after, rel=tol), "lr too small for the probe to mean anything"

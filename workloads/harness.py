@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 # 2: adds `update` (the fingerprint of the probe step's change of every parameter tensor).
-SCHEMA_VERSION = 2
+# 3: adds the start-up figures `import_s`, `build_s`, `first_step_s`, `to_first_step_s` (compile and first-step cost).
+SCHEMA_VERSION = 3
 RESULT_KIND = "lstm-bench.workload-result"
 # Gate order of the LSTM weights handed to every framework: input, forget, cell candidate, output
 # (PyTorch, Keras, TensorFlow and MXNet all use this order, so no framework has to permute blocks).
@@ -72,6 +73,30 @@ class Params:
         if unknown:
             raise ValueError(f"unknown parameter(s) in params: {', '.join(unknown)}")
         return cls(**raw)
+
+
+# A process older than this at harness entry is no cell's (the host's timeout ends cells long before).
+MAX_PROCESS_AGE_S = 1e6
+
+
+def process_age_s(stat_path: str = "/proc/self/stat") -> float | None:
+    """Seconds since this process started, from the kernel's record of its start (Linux: field 22 of
+    /proc/self/stat, clock ticks since boot, against CLOCK_BOOTTIME, the clock it is counted on). The process
+    starts at its fork, before the interpreter and every import: a framework imported at a workload module's top
+    is counted. Whole ticks (1/SC_CLK_TCK, 10 ms on Linux), rounded down, so the age is up to one tick long.
+    None where there is no such record (not Linux, no /proc): never an estimate."""
+    try:
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        ticks_per_s = os.sysconf("SC_CLK_TCK")
+        with open(stat_path, "rb") as f:
+            raw = f.read(4096)
+        # Field 2 (the command name, in parentheses) may hold spaces and ')': count fields after its last ')'.
+        start_ticks = int(raw[raw.rindex(b")") + 1:].split()[19])  # field 3 is index 0 there: field 22 is 19
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+    age = now - start_ticks / ticks_per_s
+    # Another clock base (a time namespace that offsets one and not the other): no figure rather than a wrong one.
+    return age if 0.0 <= age < MAX_PROCESS_AGE_S else None
 
 
 def expected_param_count(p: Params) -> int:
@@ -351,6 +376,12 @@ class Measurement:
     param_count: int | None = None
     peak_memory_bytes: int | None = None
     setup_s: float | None = None
+    # Start-up, apart from the timed steady state (docs/contract.md "Start-up and first step"):
+    import_s: float | None = None  # process start -> harness entry: interpreter, framework and workload imports
+    build_s: float | None = None  # fw.build() alone (where Theano and pytensor compile their functions)
+    first_step_s: float | None = None  # the first probe step and its loss read (where JIT frameworks compile)
+    to_first_step_s: float | None = None  # process start -> the first probe step's loss read
+    entered: float | None = None  # perf_counter() at harness entry (run()); not part of the result
     timed_window: list[float] | None = None  # wall clock (time.time()) at the timed loops' start and end
     update: dict[str, dict[str, float | None]] | None = None  # update_fingerprint of the first probe step
 
@@ -368,7 +399,10 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
     fw.set_precision()
     # Kept apart from what build() gets: a framework may adopt those arrays' memory (torch.from_numpy) and update it.
     initial = make_weights(p)
-    fw.build(Weights(**{name: w.copy() for name, w in initial.as_dict().items()}))
+    copies = Weights(**{name: w.copy() for name, w in initial.as_dict().items()})
+    built = time.perf_counter()
+    fw.build(copies)
+    m.build_s = time.perf_counter() - built
     m.param_count = fw.param_count()
     data = make_batches(p)
     batches = [fw.prepare(t, y) for t, y in data]
@@ -377,7 +411,14 @@ def measure(fw: Framework, p: Params, m: Measurement) -> None:
 
     # Two untimed probe steps on the first batch: the loss before any update and after exactly one, and between
     # them the fingerprint of that one update, which every framework must reproduce (the equivalence check).
+    # The first call is where a JIT framework traces and compiles (XLA, TorchInductor, tf.function): timed on its own,
+    # up to its loss read (which waits for the step), and never among the timed steps.
+    first = time.perf_counter()
     m.loss_initial = fw.loss_value(fw.step(batches[0]))
+    done = time.perf_counter()
+    m.first_step_s = done - first
+    if m.import_s is not None and m.entered is not None:
+        m.to_first_step_s = m.import_s + (done - m.entered)
     updated = fw.canonical_weights()
     if updated is not None:
         m.update = update_fingerprint(initial, updated, data[0][0])
@@ -534,6 +575,10 @@ def build_document(
         "embedding_update": fw.embedding_update if fw is not None else None,
         "peak_memory_bytes": m.peak_memory_bytes,
         "setup_s": m.setup_s,
+        "import_s": m.import_s,
+        "build_s": m.build_s,
+        "first_step_s": m.first_step_s,
+        "to_first_step_s": m.to_first_step_s,
         "timed_window": m.timed_window,
         "update": m.update,
         "wall_s": wall_s,
@@ -549,8 +594,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(framework_cls: type[Framework], argv: list[str] | None = None) -> int:
     """Entry point of every workload. Exit 0 whenever the result JSON was written, whatever it says."""
-    args = parse_args(argv)
+    # First of all: the workload module's imports (the framework's) have run, nothing of the harness yet.
+    imported = process_age_s()
     start = time.perf_counter()
+    args = parse_args(argv)
     try:
         with open(args.params) as f:
             p = Params.from_dict(json.load(f))
@@ -559,7 +606,7 @@ def run(framework_cls: type[Framework], argv: list[str] | None = None) -> int:
         return 3
 
     fw: Framework | None = None
-    m = Measurement()
+    m = Measurement(import_s=imported, entered=start)
     status, message = "ok", None
     try:
         fw = framework_cls(p)

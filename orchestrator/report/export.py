@@ -8,7 +8,9 @@ import pandas as pd
 
 from orchestrator.report.analyze import Analysis, Group
 from orchestrator.report.load import workload_times
+from orchestrator.report.startup import first_step_ratio, pooled
 from orchestrator.report.stats import describe
+from orchestrator.workload_result import STARTUP_FIELDS
 
 REPORT_SCHEMA_VERSION = 1
 COLUMNS = (
@@ -16,7 +18,8 @@ COLUMNS = (
     "status", "status_word", "reason", "exit_code", "duration_s", "n_times", "median_ms", "mean_ms", "ci_low_ms",
     "ci_high_ms", "cv", "outliers", "min_ms", "max_ms", "flops_per_step", "tflops", "baseline_2016_ms",
     "loss_initial", "loss_after_one_step", "equivalence", "equivalence_rel_dev", "param_count",
-    "param_count_expected", "peak_memory_bytes", "setup_s", "finished_at",
+    "param_count_expected", "peak_memory_bytes", "setup_s", *STARTUP_FIELDS, "first_step_over_median",
+    "finished_at",
     "host_busy", "host_others_share", "throttled", "gpu_shared", "gpu_avg_w", "j_per_batch",
     "gpu_energy_source",  # CellRecord.machine
 )
@@ -53,6 +56,8 @@ def results_frame(a: Analysis) -> pd.DataFrame:
                 "param_count": w.param_count if w else None,
                 "param_count_expected": w.param_count_expected if w else None,
                 "peak_memory_bytes": w.peak_memory_bytes if w else None, "setup_s": w.setup_s if w else None,
+                **{k: getattr(w, k) if w else None for k in STARTUP_FIELDS},
+                "first_step_over_median": first_step_ratio(rec),
                 "finished_at": rec.finished_at,
                 **{k: getattr(rec.machine, k) if rec.machine else None
                    for k in MACHINE_COLUMNS},
@@ -83,6 +88,7 @@ def group_doc(g: Group) -> dict[str, Any]:
                  "bf16_tflops": g.peak.bf16_tflops, "clock": g.peak.clock, "source": g.peak.source} if g.peak else None,
         "pct_of_peak_fp32": g.pct_fp32, "pct_of_peak_tf32": g.pct_tf32, "pct_of_peak": g.pct_peak,
         "equivalence": g.equivalence.as_dict() if g.equivalence else None,
+        "startup_s": {k: pooled(g, k) for k in STARTUP_FIELDS},  # medians over the ok repeats; null: not recorded
     }
 
 

@@ -211,8 +211,10 @@ def _params_text(g: Group) -> str:
 
 
 def detail_table(a: Analysis) -> Table:
+    from orchestrator.report.startup import to_first_step_text  # it builds on this module's Table
+
     headers = ["framework", "precision", "hidden", "status", "repeats", "batches", "median ms", "95% CI ms", "CV",
-               "outliers", "steady ms", "TFLOP/s", "% of peak", "equivalence", "params"]
+               "outliers", "steady ms", "TFLOP/s", "% of peak", "equivalence", "params", "to first step s"]
     rows = []
     for row in a.rows:
         for h in a.hidden:
@@ -229,7 +231,7 @@ def detail_table(a: Analysis) -> Table:
                 str(s.outliers) if s else "",
                 fmt_ms(g.throughput_ms) if g.throughput_ms is not None else "",
                 f"{g.tflops:.3g}" if g.tflops is not None else "",
-                fmt_pct(g.pct_peak), _equivalence_text(g), _params_text(g),
+                fmt_pct(g.pct_peak), _equivalence_text(g), _params_text(g), to_first_step_text(g),
             ])
     intro = (
         "Repeats: fresh processes (containers), the unit of evidence. Median ms: with 2+ ok repeats the geometric "
@@ -241,8 +243,10 @@ def detail_table(a: Analysis) -> Table:
         "GPU's datasheet dense peak of the cell's own precision (fp32, TF32 or bf16; blank: CPU cell, or a GPU or "
         "precision not in the peak table). Equivalence: the larger relative deviation of the first two losses "
         "from the float32 NumPy reference (✓ within the precision's tolerance: "
-        + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + "). Rows of different precisions are never "
-        "ranked against each other."
+        + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + "). To first step s: from the process's start "
+        "to the end of its first training step (imports, build, compilation, the first call), median of the ok "
+        "repeats; not in any timing (see Start-up and first step). Rows of different precisions are never ranked "
+        "against each other."
     )
     return Table("detail", "Every cell in detail", headers, rows, intro)
 
@@ -329,7 +333,8 @@ def versions_table(a: Analysis) -> Table:
 def all_tables(a: Analysis) -> list[Table]:
     from orchestrator.report.capacity_table import capacity_table  # both build on this module's Table
     from orchestrator.report.machine import machine_table
+    from orchestrator.report.startup import startup_table
 
     return [original_table(a), relative_table(a), baseline_table(a), detail_table(a), failure_table(a), peak_table(a),
             machine_table(a), versions_table(a), manifest_table(a.run.manifest),
-            capacity_table(a)]
+            capacity_table(a), startup_table(a)]
