@@ -158,8 +158,9 @@ def parse_result(text: str | bytes) -> tuple[WorkloadResult | None, str | None]:
 def startup_problem(result: WorkloadResult) -> str | None:
     """The start-up figures against their schema and each other: what cannot be true of one process's clock.
 
-    harness.measure() nests them: harness entry (import_s after process start) <= setup (build inside it) <= the
-    first step <= the end of wall_s, so each part is at most the span that holds it."""
+    harness.run() and measure() take them in this order, each span holding the next parts: process start, harness
+    entry (import_s; wall_s starts), setup_s (build_s inside it), first_step_s (to_first_step_s ends), the end of
+    wall_s. A part longer than the span that holds it was not measured."""
     given = {k: getattr(result, k) for k in STARTUP_FIELDS if getattr(result, k) is not None}
     if result.schema_version < 3:
         return f"result of schema {result.schema_version} has {', '.join(given)} (schema 3)" if given else None

@@ -52,6 +52,10 @@ def test_small_cpu_matrix_end_to_end(base_image: str, project_copy, tmp_path: Pa
         assert r["median_ms"] > 0 and r["mean_ms"] > 0
         assert r["workload"]["params"]["batch"] == 4 and len(r["workload"]["times_ms"]) == 5
         assert r["image"]["tag"].startswith("lstm-bench/") and r["image"]["id"].startswith("sha256:")
+        # Start-up, read inside the container from its entrypoint's start: within what the host saw it live.
+        w = r["workload"]
+        assert 0 < w["import_s"] < w["to_first_step_s"] <= r["duration_s"] + 0.01, w
+        assert w["first_step_s"] > 0 and w["build_s"] <= w["setup_s"], w
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["state"] == "complete"
     assert manifest["runner"]["docker_version"]
@@ -59,6 +63,7 @@ def test_small_cpu_matrix_end_to_end(base_image: str, project_copy, tmp_path: Pa
     assert manifest["matrix"]["hidden"] == [8, 16]
     table = (out / "report.md").read_text()
     assert "hidden-8" in table and "hidden-16" in table and "numpy (reference)" in table
+    assert "## Start-up and first step" in table and "| to first step s |" in table
 
     # An unchanged image is not rebuilt; `report DIR` re-renders without running anything.
     again = run_cli([*args[: -len(TINY) - 2], "--out", str(tmp_path / "run2"), *TINY], cwd=project)

@@ -143,7 +143,7 @@ def relative_deviation(doc: dict[str, Any], params: dict[str, Any]) -> float:
 # Runs one cell in-process inside a framework's environment with set_precision replaced by one that sets every
 # switch for fp32 while the params still ask for bf16: "bf16 requested, left off". Prints the result document.
 SABOTAGE = """
-import dataclasses, json, sys
+import dataclasses, json, sys, time
 from workloads import harness
 from workloads.{module} import {cls} as Base
 
@@ -158,8 +158,9 @@ class LeftOff(Base):
 
 p = harness.Params.from_dict(json.loads(sys.argv[1]))
 fw, m = LeftOff(p), harness.Measurement()
+start = time.perf_counter()
 harness.measure(fw, p, m)
-print(json.dumps(harness.build_document(p, fw, m, "ok", None, 0.0), default=str))
+print(json.dumps(harness.build_document(p, fw, m, "ok", None, time.perf_counter() - start), default=str))
 """
 
 
