@@ -20,6 +20,7 @@ from report_helpers import derived_run
 from orchestrator.classify import classify
 from orchestrator.report import render
 from orchestrator.report.load import load_run
+from orchestrator.report.startup import fmt_s
 from orchestrator.results import Status
 from orchestrator.runners.base import Outcome
 from orchestrator.validity import HostView, judge
@@ -182,7 +183,7 @@ def test_local_runner_cells_show_their_start_up_and_jax_its_compile(tmp_path: Pa
     detail = md_table(md, "Every cell in detail")
     column = detail[0].index("to first step s")
     shown = {row[0]: row[column] for row in detail[1:]}
-    assert shown == {rec.label: f"{rec.workload.to_first_step_s:.3g}" for rec in records.values()}
+    assert shown == {rec.label: fmt_s(rec.workload.to_first_step_s) for rec in records.values()}
     startup = md_table(md, "Start-up and first step")
     assert [row[0] for row in startup[1:]] == [records["numpy-reference"].label, "jax"]
     assert "to first step s" in (out / "report.html").read_text()
@@ -204,6 +205,11 @@ def test_records_of_an_older_schema_show_n_a(real_run: Path, tmp_path: Path) -> 
     md = (run / "report.md").read_text()
     detail = md_table(md, "Every cell in detail")
     column = detail[0].index("to first step s")
-    assert [row[column] for row in detail[1:]] == ["n/a", f"{second.workload.to_first_step_s:.3g}"]
+    assert [row[column] for row in detail[1:]] == ["n/a", fmt_s(second.workload.to_first_step_s)]
     startup = md_table(md, "Start-up and first step")
     assert [row[2] for row in startup[1:]] == [str(second.hidden)]  # the old record has no row of figures
+
+
+def test_seconds_read_without_an_exponent() -> None:
+    assert [fmt_s(v) for v in (1.37e-05, 0.137, 2.41, 118.4, 1234.5, None)] == [
+        "0.0000137", "0.137", "2.41", "118", "1234", "n/a"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import statistics
 
+import numpy as np
+
 from orchestrator.report.analyze import Analysis, Group
 from orchestrator.report.tables import Table
 from orchestrator.results import CellRecord, Status
@@ -14,13 +16,11 @@ NA = "n/a"  # not recorded: an older workload schema, no process start on this p
 
 
 def fmt_s(v: float | None) -> str:
-    """Seconds, three significant digits (0.137, 2.41, 118), whole seconds from 1000 on; under a millisecond, said
-    so (results.csv and report.json keep the exact figure)."""
+    """Seconds, three significant digits and never an exponent (0.0000137, 0.137, 2.41, 118), whole seconds from
+    1000 on."""
     if v is None:
         return NA
-    if v < 0.001:
-        return "<0.001"
-    return f"{v:.0f}" if v >= 999.5 else f"{v:.3g}"
+    return f"{v:.0f}" if v >= 999.5 else np.format_float_positional(v, precision=3, fractional=False, trim="-")
 
 
 def first_step_ratio(rec: CellRecord) -> float | None:
