@@ -376,7 +376,7 @@ class Measurement:
     param_count: int | None = None
     peak_memory_bytes: int | None = None
     setup_s: float | None = None
-    # Start-up, apart from the timed steady state (docs/contract.md "Start-up and first step"):
+    # Start-up, apart from the timed steady state (docs/report.md "Start-up and first step"):
     import_s: float | None = None  # process start -> harness entry: interpreter, framework and workload imports
     build_s: float | None = None  # fw.build() alone (where Theano and pytensor compile their functions)
     first_step_s: float | None = None  # the first probe step and its loss read (where JIT frameworks compile)
