@@ -70,8 +70,9 @@ def standings(a: Analysis) -> list[Standing]:
     precisions = [p for p in PRECISIONS if p in present] + sorted(present - set(PRECISIONS)) or ["fp32"]
     apart = sorted({g.batch for g in a.groups.values() if g.batch is not None})
 
-    def has(h: int, p: str, b: int | None) -> bool:
-        return any(g.precision == p and g.hidden == h and g.batch == b for g in a.groups.values())
+    def has(h: int, p: str, b: int | None) -> bool:  # another batch size: only where a cell of it was timed
+        return any(g.precision == p and g.hidden == h and g.batch == b and (b is None or g.stats)
+                   for g in a.groups.values())
 
     return [Standing(h, p, ranked(a, h, p, b), b) for h in a.hidden for p in precisions for b in [None, *apart]
             if has(h, p, b) or (b is None and not apart and len(precisions) == 1)]
