@@ -1,15 +1,19 @@
-"""Capacity search: per framework series (framework, variant, impl, precision), the largest hidden size that trains
-`ok` and the smallest that fails, found with few probe cells.
+"""Capacity search: per framework series (framework, variant, impl, precision), the largest value of one axis (the
+hidden size, or the batch size) that trains `ok` and the smallest that fails, found with few probe cells.
 
 Each probe is a normal cell of the run directory (the pipeline's `execute`, one round of probes at a time, one
 probe per unfinished series), so resume, report and compare work on it. The search is deterministic: the next probe
 depends only on the records of the probes before it, so `capacity --resume` replays it from the stored records and
 runs only the probes that have none.
 
-The grid is the multiples of STEP (64) up to the matrix's size bound: exponential (doubling from the first probe)
-until a probe fails, then binary search between the largest `ok` and the smallest failure until they are one STEP
-apart. A status that does not depend on the size (the image did not build, the framework cannot run on the device)
-ends its series without a boundary.
+The grid is the multiples of the axis's step (64 for hidden, 8 for batch) up to the matrix's size bound: exponential
+(doubling from the first probe) until a probe fails, then binary search between the largest `ok` and the smallest
+failure until they are one step apart. A status that does not depend on the size (the image did not build, the
+framework cannot run on the device) ends its series without a boundary.
+
+By batch, a series is also one hidden size of the matrix (what fits in memory depends on both, and the matrix, or
+`--hidden N`, already names the sizes one cares about); each probe is a cell with a batch of its own (plan.Cell.batch,
+its id `...-h512-b256-r0`), so probes of one hidden size never share an id and the report never pools two batch sizes.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestrator.errors import InputError
 from orchestrator.matrix import MAX_SIZE
@@ -30,6 +34,9 @@ from orchestrator.store import RunStore, describe_error, read_capped, write_json
 
 CAPACITY_FILE = "capacity.json"
 STEP = 64  # hidden sizes on the grid are multiples of this (the sizes GPUs' kernels like)
+BATCH_STEP = 8  # batch sizes: multiples of 8, as fine as a GPU's kernels tile a batch, coarse enough for few probes
+STEPS = {"hidden": STEP, "batch": BATCH_STEP}
+Axis = Literal["hidden", "batch"]
 # Statuses that say nothing about the size: the series ends without a boundary.
 SIZE_INDEPENDENT = {Status.BUILD_FAILED, Status.UNSUPPORTED, Status.SKIPPED}
 
@@ -46,9 +53,14 @@ def next_probe(ok: int | None, failed: int | None, start: int, ceiling: int, ste
     return max((lo + failed) // 2 // step * step, lo + step)
 
 
-def first_probe(hidden: tuple[int, ...], step: int = STEP) -> int:
-    """The matrix's smallest hidden size, rounded up onto the grid."""
-    return -(-min(hidden) // step) * step
+def first_probe(sizes: tuple[int, ...], step: int = STEP) -> int:
+    """The smallest of the matrix's sizes on the axis, rounded up onto the grid."""
+    return -(-min(sizes) // step) * step
+
+
+def axis_start(plan: Plan, axis: Axis) -> int:
+    """The first probe: the matrix's smallest hidden size, or its batch, on the axis's grid."""
+    return first_probe(plan.matrix.hidden if axis == "hidden" else (plan.matrix.batch,), STEPS[axis])
 
 
 @dataclass
@@ -56,50 +68,58 @@ class Series:
     """One framework series being searched, and what its probes found so far."""
 
     template: Cell
+    axis: Axis = "hidden"
     ok: int | None = None
     failed: int | None = None
     failed_status: str | None = None
     ended: str | None = None  # why the search stopped without a boundary (a size-independent status)
     cells: list[str] = field(default_factory=list)
 
-    def probe(self, hidden: int) -> Cell:
-        return replace(self.template, hidden=hidden, repeat=0)
+    def probe(self, value: int) -> Cell:
+        if self.axis == "batch":
+            return replace(self.template, batch=value, repeat=0)
+        return replace(self.template, hidden=value, repeat=0)
 
-    def learn(self, hidden: int, status: Status, cell_id: str) -> None:
+    def learn(self, value: int, status: Status, cell_id: str) -> None:
         self.cells.append(cell_id)
         if status is Status.OK:
-            self.ok = hidden if self.ok is None else max(self.ok, hidden)
+            self.ok = value if self.ok is None else max(self.ok, value)
         elif status in SIZE_INDEPENDENT:
             self.ended = status.value
-        elif self.failed is None or hidden < self.failed:
-            self.failed, self.failed_status = hidden, status.value
+        elif self.failed is None or value < self.failed:
+            self.failed, self.failed_status = value, status.value
 
     def entry(self, label: str) -> dict[str, Any]:
         t = self.template
+        where = {"hidden": t.hidden} if self.axis == "batch" else {}  # the hidden axis's files stay as they were
         return {"framework": t.framework, "variant": t.variant, "impl": t.impl, "precision": t.precision,
-                "label": label, "axis": "hidden", "largest_ok": self.ok, "smallest_failed": self.failed,
+                "label": label, "axis": self.axis, **where, "largest_ok": self.ok, "smallest_failed": self.failed,
                 "failed_status": self.failed_status, "ended": self.ended, "cells": list(self.cells)}
 
 
-def series_of(plan: Plan) -> list[Series]:
-    """One series per framework, variant, impl and precision of the plan (its hidden sizes and repeats aside)."""
-    seen = dict.fromkeys(replace(c, hidden=0, repeat=0) for c in plan.cells)
-    return [Series(c) for c in seen]
+def series_of(plan: Plan, axis: Axis = "hidden") -> list[Series]:
+    """One series per framework, variant, impl and precision of the plan (its hidden sizes and repeats aside);
+    by batch, one per hidden size of each of those too."""
+    if axis == "batch":
+        seen = dict.fromkeys(replace(c, repeat=0) for c in plan.cells)
+    else:
+        seen = dict.fromkeys(replace(c, hidden=0, repeat=0) for c in plan.cells)
+    return [Series(c, axis) for c in seen]
 
 
 def search(
     plan: Plan, store: RunStore, run_id: str, ceiling: int,
-    run_round: Callable[[Plan], RunSummary],
+    run_round: Callable[[Plan], RunSummary], axis: Axis = "hidden",
 ) -> tuple[list[Series], bool]:
     """Drive the search round by round; each round's probes run through `run_round` (the pipeline). Returns the
     series and whether the run was interrupted."""
-    start = first_probe(plan.matrix.hidden)
-    all_series = series_of(plan)
+    start = axis_start(plan, axis)
+    all_series = series_of(plan, axis)
     while True:
         probes: dict[str, tuple[Series, int]] = {}
         for s in all_series:
             if s.ended is None:
-                value = next_probe(s.ok, s.failed, start, ceiling)
+                value = next_probe(s.ok, s.failed, start, ceiling, STEPS[axis])
                 if value is not None:
                     probes[s.probe(value).cell_id] = (s, value)
         if not probes:
@@ -114,7 +134,7 @@ def search(
             return all_series, True
 
 
-def drive(plan: Plan, ceiling: int, gpu_settle_c: float | None) -> Callable[..., RunSummary]:
+def drive(plan: Plan, ceiling: int, gpu_settle_c: float | None, axis: Axis = "hidden") -> Callable[..., RunSummary]:
     """The capacity search as the CLI's run step: same arguments and result as one `execute`, plus capacity.json."""
 
     def run(runner: Any, store: RunStore, run_id: str, slots: list[str | None], events: Events,
@@ -130,8 +150,8 @@ def drive(plan: Plan, ceiling: int, gpu_settle_c: float | None) -> Callable[...,
             total.skipped_done += got.skipped_done
             return got
 
-        found, total.interrupted = search(plan, store, run_id, ceiling, one_round)
-        doc = {"axis": "hidden", "step": STEP, "first_probe": first_probe(plan.matrix.hidden), "ceiling": ceiling,
+        found, total.interrupted = search(plan, store, run_id, ceiling, one_round, axis)
+        doc = {"axis": axis, "step": STEPS[axis], "first_probe": axis_start(plan, axis), "ceiling": ceiling,
                "complete": not total.interrupted,
                "series": [s.entry(plan.frameworks[s.template.framework].row_label(s.template.variant)) for s in found]}
         write_json(store.root / CAPACITY_FILE, doc)
@@ -151,7 +171,8 @@ class CapacitySeries(BaseModel):
     impl: str = Field(max_length=200)
     precision: str = Field(max_length=50)
     label: str = Field(max_length=300)
-    axis: str = Field(pattern="^hidden$")
+    axis: Axis
+    hidden: int | None = Field(default=None, gt=0, le=MAX_SIZE)  # by batch: the series' hidden size
     largest_ok: int | None = Field(default=None, gt=0, le=MAX_SIZE)
     smallest_failed: int | None = Field(default=None, gt=0, le=MAX_SIZE)
     failed_status: str | None = Field(default=None, max_length=50)
@@ -162,12 +183,21 @@ class CapacitySeries(BaseModel):
 class Capacity(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    axis: str = Field(pattern="^hidden$")
+    axis: Axis
     step: int = Field(gt=0, le=MAX_SIZE)
     first_probe: int = Field(gt=0, le=MAX_SIZE)
     ceiling: int = Field(gt=0, le=MAX_SIZE)
     complete: bool
     series: list[CapacitySeries] = Field(max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> Capacity:
+        for s in self.series:
+            if s.axis != self.axis:
+                raise ValueError(f"series {s.label!r} is on the {s.axis} axis, the file on the {self.axis} axis")
+            if (s.hidden is None) == (self.axis == "batch"):
+                raise ValueError(f"series {s.label!r}: a hidden size belongs to each series by batch, and only there")
+        return self
 
 
 def load_capacity(run_dir: Path) -> Capacity | None:

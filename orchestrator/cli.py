@@ -1,7 +1,7 @@
 """Command line: argument parsing and the pipeline's steps in order, nothing else.
 
     python -m orchestrator MATRIX [options]          run a matrix (same as `run MATRIX`)
-    python -m orchestrator capacity MATRIX [options] the largest hidden size each framework trains (capacity.json)
+    python -m orchestrator capacity MATRIX [options] the largest hidden (or batch) size each framework trains
     python -m orchestrator report RUN_DIR            re-render the report from stored results
     python -m orchestrator compare RUN_A RUN_B       per-cell ratios and verdicts over fresh processes
     python -m orchestrator clean                     remove containers left by a killed run
@@ -394,30 +394,33 @@ def cmd_capacity(argv: list[str], console: Console) -> int:
     p = run_parser()
     p.prog = "python -m orchestrator capacity"
     p.description = (
-        "Per framework (variant, impl, precision): the largest hidden size that trains ok and the smallest that "
-        f"fails, with its status. Probes are cells on the multiples of {capacity.STEP}: doubling from the matrix's "
-        "smallest hidden size (or --hidden N) until one fails, then binary search. Every probe is a normal cell of "
+        "Per framework (variant, impl, precision): the largest hidden size (--axis batch: batch size, per hidden size "
+        "of the matrix or --hidden N) that trains ok and the smallest that fails, with its status. Probes are cells "
+        f"on the multiples of {capacity.STEP} (batch: {capacity.BATCH_STEP}): doubling from the matrix's smallest "
+        "hidden size (batch: its batch) until one fails, then binary search. Every probe is a normal cell of "
         f"the run directory; the result is {capacity.CAPACITY_FILE} there and a table in the report."
     )
-    p.add_argument("--axis", choices=("hidden",), default="hidden", help="the axis searched (default hidden)")
+    p.add_argument("--axis", choices=tuple(capacity.STEPS), default="hidden",
+                   help="the axis searched: hidden (default) or batch")
     p.add_argument("--max", dest="ceiling", type=int, default=MAX_SIZE, metavar="N",
                    help=f"the largest size probed (default {MAX_SIZE})")
     args = p.parse_args(argv)
-    if not capacity.STEP <= args.ceiling <= MAX_SIZE or args.ceiling % capacity.STEP:
-        raise InputError(f"--max {args.ceiling}: expected a multiple of {capacity.STEP} in "
-                         f"[{capacity.STEP}, {MAX_SIZE}]")
+    step = capacity.STEPS[args.axis]
+    if not step <= args.ceiling <= MAX_SIZE or args.ceiling % step:
+        raise InputError(f"--max {args.ceiling}: expected a multiple of {step} in [{step}, {MAX_SIZE}]")
     plan = make_plan(args)
     check_gpu_settle(args, plan)
-    start = capacity.first_probe(plan.matrix.hidden)
+    start = capacity.axis_start(plan, args.axis)
     if start > args.ceiling:
-        raise InputError(f"the first probe (hidden {start}) is above --max {args.ceiling}")
+        raise InputError(f"the first probe ({args.axis} {start}) is above --max {args.ceiling}")
     if args.dry_run:
-        for s in capacity.series_of(plan):
-            print(f"{s.template.cell_id.removesuffix('-h0-r0')}: first probe hidden={start}, at most {args.ceiling}")
+        for s in capacity.series_of(plan, args.axis):
+            print(f"{s.template.cell_id.removesuffix('-r0').removesuffix('-h0')}: first probe {args.axis}={start}, "
+                  f"at most {args.ceiling}")
         return EXIT_OK
-    settings = {"axis": args.axis, "step": capacity.STEP, "ceiling": args.ceiling}
+    settings = {"axis": args.axis, "step": step, "ceiling": args.ceiling}
     return run_session(args, ["capacity", *argv], console, plan,
-                       drive=capacity.drive(plan, args.ceiling, args.gpu_settle),
+                       drive=capacity.drive(plan, args.ceiling, args.gpu_settle, args.axis),
                        manifest_extra={"capacity": settings})
 
 

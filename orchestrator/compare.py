@@ -37,7 +37,8 @@ VERDICT_HELP = (
     "machine's state can drift between runs, which repeats within one run cannot see. Notes flag runs whose "
     "settings or machine state differ."
 )
-Key = tuple[str, str | None, str, int, str]  # framework, variant, impl, hidden, precision
+# framework, variant, impl, hidden, precision, and the cell's own batch where it differs from its run's (else None)
+Key = tuple[str, str | None, str, int, str, int | None]
 # Matrix keys that change what a cell measures: a difference makes the comparison suspect.
 _SAME_KEYS = ("batch", "seq_len", "vocab", "classes", "lr", "warmup", "iters", "seed", "device", "data_batches")
 
@@ -129,12 +130,15 @@ class Comparison:
 def _sides(run: LoadedRun, impls: dict[tuple[str, str | None], set[str]]) -> tuple[dict[Key, Side], dict[Key, str]]:
     pooled: dict[Key, list[CellRecord]] = {}
     labels: dict[Key, str] = {}
+    default_batch = (run.manifest.get("matrix") or {}).get("batch")
     for rec in run.records:
-        key = (rec.framework, rec.variant, rec.impl, rec.hidden, rec.precision)  # never pool across precisions
+        # never pool across precisions, nor across batch sizes
+        key = (rec.framework, rec.variant, rec.impl, rec.hidden, rec.precision, rec.batch_apart(default_batch))
         pooled.setdefault(key, []).append(rec)
         several = len(impls[(rec.framework, rec.variant)]) > 1
         label = f"{rec.label} [{rec.impl}]" if several else rec.label
-        labels.setdefault(key, label if rec.precision == "fp32" else f"{label} ({rec.precision})")
+        label = label if rec.precision == "fp32" else f"{label} ({rec.precision})"
+        labels.setdefault(key, label if key[5] is None else f"{label} (batch {key[5]})")
     sides = {}
     for key, recs in pooled.items():
         ok = [r for r in recs if r.status is Status.OK and workload_times(r)]

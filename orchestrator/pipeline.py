@@ -81,6 +81,7 @@ def record_for(
         hidden=cell.hidden,
         repeat=cell.repeat,
         precision=cell.precision,
+        batch=cell.batch,
         device=device,
         # A runner that places cells itself (Ray) says where the cell really ran.
         slot=(outcome.placement if outcome and outcome.placement else slot),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,16 @@ from orchestrator.report.baseline import load_baseline, original_row_for
 WORKLOAD_KEYS = ("batch", "seq_len", "vocab", "classes", "lr", "warmup", "iters", "seed", "device", "data_batches")
 
 
+# The end of every cell id (id_tail): hidden, the cell's own batch when it has one, repeat.
+ID_TAIL = re.compile(r"-h([0-9]+)(?:-b([0-9]+))?-r([0-9]+)$")
+
+
+def id_tail(hidden: int, batch: int | None, repeat: int) -> list[str]:
+    """The last parts of a cell id: h<hidden>[-b<batch>]-r<repeat>. The batch part sits between two fixed-shape
+    parts, so an id says unambiguously whether its cell has a batch of its own."""
+    return [f"h{hidden}", *([f"b{batch}"] if batch is not None else []), f"r{repeat}"]
+
+
 @dataclass(frozen=True)
 class Cell:
     framework: str
@@ -22,6 +33,9 @@ class Cell:
     hidden: int
     repeat: int
     precision: str = "fp32"
+    # The cell's own batch size; None: the matrix's. Only the capacity search by batch sets it (one run, several
+    # batch sizes), so every other cell keeps the id and params it always had.
+    batch: int | None = None
 
     @property
     def image_key(self) -> tuple[str, str | None]:
@@ -37,8 +51,7 @@ class Cell:
             parts.append(self.impl)
         if self.precision != "fp32":  # fp32 cells keep the ids they had before the precision axis
             parts.append(self.precision)
-        parts += [f"h{self.hidden}", f"r{self.repeat}"]
-        return "-".join(parts)
+        return "-".join([*parts, *id_tail(self.hidden, self.batch, self.repeat)])
 
     def params(self, matrix: Matrix) -> dict[str, Any]:
         """The contract's params.json for this cell (docs/contract.md)."""
@@ -51,6 +64,7 @@ class Cell:
             "precision": self.precision,
             **base,
             "seed": matrix.seed,  # identical across repeats: the same model and data, rerun
+            "batch": matrix.batch if self.batch is None else self.batch,
         }
 
 

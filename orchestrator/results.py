@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.machine.summary import MachineState
+from orchestrator.plan import ID_TAIL
 from orchestrator.workload_result import Scalar, WorkloadResult
 
 # 2: the cell's own params and a validated workload result; records of schema 1 still load for the report.
@@ -62,6 +63,8 @@ class CellRecord(BaseModel):
     hidden: int
     repeat: int
     precision: str = "fp32"  # the arithmetic asked for (fp32, tf32, bf16); absent in records of older runs
+    # The cell's own batch size (a capacity search by batch); None: the run's matrix batch, and in older records.
+    batch: int | None = Field(default=None, gt=0)
     device: str
     slot: str | None = None
     status: Status
@@ -84,6 +87,22 @@ class CellRecord(BaseModel):
         if self.params is not None:
             return dict(self.params)
         return dict(self.workload.params) if self.workload is not None else None
+
+    def batch_apart(self, default: Any) -> int | None:
+        """The batch size when it is the cell's own and differs from the run's `default` (its matrix's batch), else
+        None: what sets cells of another batch size apart in the report and compare (never pooled with the rest)."""
+        return self.batch if self.batch is not None and self.batch != default else None
+
+    def batch_problem(self) -> str | None:
+        """None when the record's batch agrees with the cell it claims to be (its id) and with its own params."""
+        found = ID_TAIL.search(self.cell_id)
+        said = int(found[2]) if found and found[2] else None
+        if said != self.batch:
+            mine = "the matrix's" if self.batch is None else self.batch
+            return f"is of batch {mine}, but its cell id {self.cell_id!r} says {said or 'the matrix’s'}"
+        if self.batch is not None and self.params is not None and self.params.get("batch") != self.batch:
+            return f"is of batch {self.batch}, but its params say {self.params.get('batch')!r}"
+        return None
 
     @property
     def times_ms(self) -> list[float]:

@@ -225,6 +225,9 @@ class RunStore:
             return None, f"{where} belongs to run {record.run_id!r}, not this one; left out"
         if record.cell_id != name:
             return None, f"{where} is the record of {record.cell_id!r}, not of this cell; left out"
+        batch = record.batch_problem()
+        if batch is not None:
+            return None, f"{where} {batch}; left out"
         return record, None
 
     def records(self, run_id: str | None = None) -> list[CellRecord]:

@@ -121,8 +121,10 @@ def summary_table(records: list[CellRecord]) -> Table:
     for r in records:
         impls.setdefault(r.label, set()).add(r.impl)
     cells: dict[str, dict[int, list[CellRecord]]] = {}
-    for r in records:
+    # A capacity search's probes by batch are cells of their own batch size: a row each, smallest first.
+    for r in sorted(records, key=lambda r: r.batch or 0):
         label = f"{r.label} · {r.impl}" if len(impls[r.label]) > 1 else r.label
+        label += f" · batch {r.batch}" if r.batch is not None else ""
         cells.setdefault(label, {}).setdefault(r.hidden, []).append(r)
     for label, by_hidden in cells.items():
         row = []

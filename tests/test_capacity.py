@@ -138,6 +138,48 @@ def test_capacity_finds_the_host_oom_boundary_of_numpy_reference(base_image: str
     assert plain.returncode == 2 and "holds a capacity search" in plain.stderr, plain.stderr
 
 
+# By batch, the training step's own memory is the boundary: activations of batch x seq_len x hidden. The image's NumPy
+# uses the reference BLAS, so the hidden size is small (64: few FLOPs per byte) and the sequence long (1400): about
+# 4.5 MiB per example fills the 256 MiB container between batch 40 and 48, found in 4 probes from 32 (32 ok,
+# 64 and 48 host-oom, 40 ok).
+BATCH_ARGS = ["--axis", "batch", "--only", "numpy-reference", "--device", "cpu", "--hidden", "64", "--set",
+              "memory=256m", "--set", "batch=32", "--set", "seq_len=1400", "--set", "vocab=100", "--set", "iters=1",
+              "--set", "warmup=0", "--set", "data_batches=1", "--build-arg", BUILD_ARG]
+
+
+@pytest.mark.docker
+def test_capacity_by_batch_finds_the_host_oom_boundary_of_numpy_reference(base_image: str, project_copy,
+                                                                          tmp_path: Path) -> None:
+    project = project_copy()
+    out = tmp_path / "cap"
+    proc = run_cli(["capacity", "matrix.yaml", *BATCH_ARGS, "--out", str(out)], cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = load_capacity(out)
+    assert found is not None and found.complete and found.axis == "batch"
+    (s,) = found.series
+    assert (s.framework, s.hidden, s.failed_status) == ("numpy-reference", 64, "host-oom")
+    assert s.largest_ok is not None and s.smallest_failed == s.largest_ok + 8
+    records = {r["cell_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert sorted(records) == sorted(s.cells) and len(s.cells) <= 8
+    for r in records.values():
+        assert r["hidden"] == 64 and r["cell_id"].endswith(f"-h64-b{r['batch']}-r0")
+        assert r["status"] == ("ok" if r["batch"] <= s.largest_ok else "host-oom"), r["cell_id"]
+    assert json.loads((out / "manifest.json").read_text())["capacity"] == {"axis": "batch", "step": 8,
+                                                                            "ceiling": 65536}
+    report = (out / "report.md").read_text()
+    assert "## Largest batch that fits" in report
+    row = f"| numpy (reference) | loop | fp32 | 64 | {s.largest_ok} | {s.smallest_failed} (host out of mem) |"
+    assert row in report
+    # Each probe is a row of its own in the 2016-shaped table: the boundary's two sizes are never pooled.
+    assert f"| numpy (reference) (batch {s.smallest_failed}) | host out of mem |" in report
+
+    before = (out / "capacity.json").read_text()
+    again = run_cli(["capacity", "matrix.yaml", *BATCH_ARGS, "--out", str(out), "--resume", "-q"], cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (out / "capacity.json").read_text() == before
+    assert {p.name for p in (out / "cells").iterdir()} == set(s.cells)
+
+
 def test_capacity_bad_input_is_one_line_and_dry_run_runs_nothing(tmp_path: Path) -> None:
     bad = run_cli(["capacity", "matrix.yaml", "--max", "100"])
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--max 100: expected a multiple of 64" in bad.stderr

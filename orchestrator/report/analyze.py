@@ -17,7 +17,9 @@ from orchestrator.report.stats import CONFIDENCE, TimeStats, describe_repeats
 from orchestrator.results import CellRecord, Status
 from orchestrator.validity import flags as validity_flags
 
-RowKey = tuple[str, str | None, str, str]  # framework, variant, impl, precision
+# framework, variant, impl, precision, batch: the cell's own batch where it differs from the run's (a capacity search
+# by batch), else None. Cells of two batch sizes are two rows: never pooled, never ranked against each other.
+RowKey = tuple[str, str | None, str, str, int | None]
 
 
 @dataclass
@@ -55,6 +57,11 @@ class Group:
     @property
     def precision(self) -> str:
         return self.row.key[3]
+
+    @property
+    def batch(self) -> int | None:
+        """The batch size when it differs from the run's (the row says so), else None."""
+        return self.row.key[4]
 
     @property
     def pct_peak(self) -> float | None:
@@ -128,12 +135,13 @@ class Analysis:
 def analyze(run: LoadedRun, frameworks: dict[str, Framework] | None = None) -> Analysis:
     frameworks = discover(PROJECT_ROOT / "images") if frameworks is None else frameworks
     baseline = load_baseline()
-    rows = _rows(run.records, frameworks, baseline)
+    default_batch = (run.manifest.get("matrix") or {}).get("batch")
+    rows = _rows(run.records, frameworks, baseline, default_batch)
     by_key = {r.key: r for r in rows}
     oracle = Oracle(run.records)
     pooled: dict[tuple[RowKey, int], list[CellRecord]] = {}
     for rec in run.records:
-        pooled.setdefault(((rec.framework, rec.variant, rec.impl, rec.precision), rec.hidden), []).append(rec)
+        pooled.setdefault((row_key(rec, default_batch), rec.hidden), []).append(rec)
     groups = {}
     for (key, hidden), recs in pooled.items():
         groups[(key, hidden)] = _group(by_key[key], hidden, recs, run.manifest, baseline, oracle)
@@ -147,24 +155,34 @@ def analyze(run: LoadedRun, frameworks: dict[str, Framework] | None = None) -> A
     return analysis
 
 
-def _rows(records: tuple[CellRecord, ...], frameworks: dict[str, Framework], baseline: Baseline) -> list[Row]:
+def row_key(rec: CellRecord, default_batch: Any) -> RowKey:
+    return (rec.framework, rec.variant, rec.impl, rec.precision, rec.batch_apart(default_batch))
+
+
+def _rows(records: tuple[CellRecord, ...], frameworks: dict[str, Framework], baseline: Baseline,
+          default_batch: Any = None) -> list[Row]:
     impls: dict[tuple[str, str | None], set[str]] = {}
     for rec in records:
         impls.setdefault((rec.framework, rec.variant), set()).add(rec.impl)
     rows: dict[RowKey, Row] = {}
     for rec in records:
-        key = (rec.framework, rec.variant, rec.impl, rec.precision)
+        key = row_key(rec, default_batch)
         if key in rows:
             continue
         fw = frameworks.get(rec.framework)
         label = rec.label if len(impls[(rec.framework, rec.variant)]) == 1 else f"{rec.label} [{rec.impl}]"
         if rec.precision != "fp32":  # fp32 rows keep their plain label; every other precision says so
             label = f"{label} ({rec.precision})"
+        if key[4] is not None:  # the run's batch keeps the plain label; another batch size says so
+            label = f"{label} (batch {key[4]})"
         rows[key] = Row(key, label, original_row_for(rec.label, fw, rec.variant, baseline),
                         fw.meta.note if fw else None)
-    # 2016 rows first in the 2016 order; within one, and for the rest, the run's (plan) order.
+    # 2016 rows first in the 2016 order; within one, and for the rest, the run's (plan) order; the batch sizes of
+    # one row together, smallest first (a capacity search's probes run in search order, not size order).
     order = {name: i for i, name in enumerate(baseline.rows)}
-    return sorted(rows.values(), key=lambda r: order.get(r.original_row or "", len(order)))
+    first = {k[:4]: i for i, k in reversed(list(enumerate(rows)))}
+    return sorted(rows.values(), key=lambda r: (order.get(r.original_row or "", len(order)), first[r.key[:4]],
+                                                r.key[4] or 0))
 
 
 # The 2016 workload's parameters (../shared/seed/NOTES.md); the hidden size is matched cell by cell.
@@ -276,7 +294,8 @@ def _warnings(a: Analysis) -> list[str]:
     if len(precisions) > 1:
         out.append(f"this run mixes precisions ({', '.join(precisions)}): cells are compared and ranked only within "
                    "one precision; a faster cell of another precision is faster partly because of its arithmetic")
-    rankings = [ranked(a, h, p) for h in a.hidden for p in precisions]
+    batches = list(dict.fromkeys(g.batch for g in a.groups.values()))
+    rankings = [ranked(a, h, p, b) for h in a.hidden for p in precisions for b in batches]
     single = [g for gs in rankings if len(gs) > 1 for g in gs if g.stats and g.stats.repeats < 2]
     if single:
         out.append(f"{len(single)} cell(s) rest on one fresh process: their order is checked against their own "
@@ -301,8 +320,10 @@ def _warnings(a: Analysis) -> list[str]:
     return out
 
 
-def ranked(a: Analysis, h: int, precision: str) -> list[Group]:
+def ranked(a: Analysis, h: int, precision: str, batch: int | None = None) -> list[Group]:
     """The timed cells of one size and precision, fastest median first (cells of two precisions are never ranked
-    against each other: a faster one would be faster partly because of its arithmetic)."""
-    return sorted((g for (_, gh), g in a.groups.items() if gh == h and g.stats and g.precision == precision),
+    against each other: a faster one would be faster partly because of its arithmetic; nor two batch sizes: a
+    batch's time grows with its size). `batch` None: the run's own batch size."""
+    return sorted((g for (_, gh), g in a.groups.items()
+                   if gh == h and g.stats and g.precision == precision and g.batch == batch),
                   key=lambda g: g.median or 0)

@@ -10,11 +10,13 @@ from orchestrator.report.analyze import Analysis, Group
 from orchestrator.report.load import workload_times
 from orchestrator.report.startup import first_step_ratio, pooled
 from orchestrator.report.stats import describe
+from orchestrator.results import CellRecord
 from orchestrator.workload_result import STARTUP_FIELDS
 
 REPORT_SCHEMA_VERSION = 1
 COLUMNS = (
-    "run_id", "cell_id", "framework", "variant", "impl", "label", "original_row", "hidden", "repeat", "device", "gpu",
+    "run_id", "cell_id", "framework", "variant", "impl", "label", "original_row", "hidden", "batch", "repeat",
+    "device", "gpu",
     "status", "status_word", "reason", "exit_code", "duration_s", "n_times", "median_ms", "mean_ms", "ci_low_ms",
     "ci_high_ms", "cv", "outliers", "min_ms", "max_ms", "flops_per_step", "tflops", "baseline_2016_ms",
     "loss_initial", "loss_after_one_step", "equivalence", "equivalence_rel_dev", "param_count",
@@ -26,6 +28,14 @@ COLUMNS = (
 
 
 MACHINE_COLUMNS = COLUMNS[COLUMNS.index("host_busy"):]  # the last ones, all CellRecord.machine's
+
+
+def trained_batch(rec: CellRecord) -> int | None:
+    """The batch size the cell trained with: its own (a capacity search by batch), else its params' (the matrix's)."""
+    if rec.batch is not None:
+        return rec.batch
+    got = (rec.cell_params or {}).get("batch")
+    return got if isinstance(got, int) and not isinstance(got, bool) else None
 
 
 def results_frame(a: Analysis) -> pd.DataFrame:
@@ -40,6 +50,7 @@ def results_frame(a: Analysis) -> pd.DataFrame:
             rows.append({
                 "run_id": rec.run_id, "cell_id": rec.cell_id, "framework": rec.framework, "variant": rec.variant,
                 "impl": rec.impl, "label": g.row.label, "original_row": g.row.original_row, "hidden": rec.hidden,
+                "batch": trained_batch(rec),
                 "repeat": rec.repeat, "device": rec.device, "gpu": g.gpu, "status": rec.status.value,
                 "status_word": rec.status.word, "reason": rec.reason, "exit_code": rec.exit_code,
                 "duration_s": rec.duration_s, "n_times": s.n if s else 0,
@@ -74,7 +85,8 @@ def group_doc(g: Group) -> dict[str, Any]:
     return {
         "label": g.row.label, "framework": g.row.key[0], "variant": g.row.key[1], "impl": g.row.key[2],
         "precision": g.precision, "throughput_ms": g.throughput_ms, "flags": g.flags,
-        "original_row": g.row.original_row, "hidden": g.hidden, "status": g.status.value, "word": g.word,
+        "original_row": g.row.original_row, "hidden": g.hidden, "batch": trained_batch(g.records[0]),
+        "status": g.status.value, "word": g.word,
         "cells": [r.cell_id for r in g.records], "repeats_ok": len(g.records) - len(g.failures),
         "repeats": len(g.records), "repeat_medians_ms": g.repeat_medians,
         "stats_ms": s.as_dict() if s else None,

@@ -49,6 +49,7 @@ class Standing:
     hidden: int
     precision: str
     ranked: list[Group]
+    batch: int | None = None  # a batch size other than the run's (a capacity search by batch), ranked on its own
 
     def ratio(self, g: Group) -> float | None:
         """g's median time as a multiple of the fastest's (1.50 = takes 1.5 times as long)."""
@@ -63,11 +64,18 @@ class Standing:
 
 
 def standings(a: Analysis) -> list[Standing]:
-    """One per hidden size and precision of the run (the sizes in order; precisions fp32, tf32, bf16)."""
+    """One per hidden size and precision of the run (the sizes in order; precisions fp32, tf32, bf16), and per batch
+    size where cells of other batch sizes than the run's are present."""
     present = {g.precision for g in a.groups.values()}
     precisions = [p for p in PRECISIONS if p in present] + sorted(present - set(PRECISIONS)) or ["fp32"]
-    return [Standing(h, p, ranked(a, h, p)) for h in a.hidden for p in precisions
-            if len(precisions) == 1 or any(g.precision == p and g.hidden == h for g in a.groups.values())]
+    apart = sorted({g.batch for g in a.groups.values() if g.batch is not None})
+
+    def has(h: int, p: str, b: int | None) -> bool:  # another batch size: only where a cell of it was timed
+        return any(g.precision == p and g.hidden == h and g.batch == b and (b is None or g.stats)
+                   for g in a.groups.values())
+
+    return [Standing(h, p, ranked(a, h, p, b), b) for h in a.hidden for p in precisions for b in [None, *apart]
+            if has(h, p, b) or (b is None and not apart and len(precisions) == 1)]
 
 
 def _with_ratio(s: Standing, g: Group) -> str:
@@ -76,7 +84,8 @@ def _with_ratio(s: Standing, g: Group) -> str:
 
 def answer_line(s: Standing, name_precision: bool) -> str:
     """`hidden-512: fastest torch (12.3 ms); tied with jax 1.02× (...); then keras (jax) 1.80× ≈ mxnet 1.85×`."""
-    where = f"hidden-{s.hidden}" + (f", {s.precision}" if name_precision else "")
+    where = (f"hidden-{s.hidden}" + (f", {s.precision}" if name_precision else "")
+             + (f", batch {s.batch}" if s.batch is not None else ""))
     if not s.ranked:
         return f"{where}: no framework finished ok"
     best = s.ranked[0]
@@ -126,13 +135,13 @@ def _mark(a: Analysis, rows: list[Row | Missing2016]) -> dict[tuple[int, int], s
 
 def relative_table(a: Analysis) -> Table:
     """The original table's rows and columns, each timed cell as a multiple of its column's fastest."""
-    by_key = {(s.hidden, s.precision): s for s in standings(a)}
+    by_key = {(s.hidden, s.precision, s.batch): s for s in standings(a)}
     rows = []
     for row in a.rows:
         cells = []
         for h in a.hidden:
             g = a.group(row, h)
-            s = by_key.get((h, row.key[3]))
+            s = by_key.get((h, row.key[3], row.key[4]))
             cells.append(fmt_x(s.ratio(g)) if g is not None and g.stats and s and s.ranked else cell_text(g))
         rows.append([row.label, *cells])
     return Table("relative", "Relative to the fastest of each column",
