@@ -19,6 +19,7 @@ autocast, because autocast's cuDNN RNN wrapper casts to float16 whatever autocas
 (aten/src/ATen/cudnn/AutocastRNN.cpp). The read-back adds the dtype the LSTM's weights and output actually had.
 """
 
+# ruff: noqa: E402 (USER_INDUCTOR_CACHE must be read before torch is imported)
 from __future__ import annotations
 
 import atexit
@@ -27,6 +28,9 @@ import re
 import shutil
 import tempfile
 from typing import Any
+
+# Read before torch is imported: importing it already sets TORCHINDUCTOR_CACHE_DIR to its default (cache_dir_utils).
+USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 import torch
 import torch.nn.functional as F
@@ -270,12 +274,17 @@ class TorchLSTM(harness.Framework):
 def fresh_inductor_cache() -> None:
     """Point TorchInductor (and Triton under it) at a new empty cache for this process, removed at exit: a warm
     cache left by an earlier cell would turn the compile into a cache load, and the first step's time would depend
-    on what ran before. An explicit TORCHINDUCTOR_CACHE_DIR is the user's choice and is kept."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    on what ran before. An explicit TORCHINDUCTOR_CACHE_DIR is the user's choice and is kept.
+
+    The process's temporary directory moves there too: Inductor keeps its precompiled C++ headers under
+    tempfile.gettempdir(), not under its cache dir (torch/_inductor/codecache.py _HEADER_DIR, computed when that
+    module is first imported, i.e. at the first compile), and the compiler's and compile workers' files follow TMPDIR.
+    """
+    if USER_INDUCTOR_CACHE:
         return
     path = tempfile.mkdtemp(prefix="lstm-bench-inductor-")
     atexit.register(shutil.rmtree, path, ignore_errors=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TMPDIR"] = tempfile.tempdir = path
 
 
 def compile_counters() -> dict[str, int]:
