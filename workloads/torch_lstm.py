@@ -29,7 +29,9 @@ import shutil
 import tempfile
 from typing import Any
 
-# Read before torch is imported: importing it already sets TORCHINDUCTOR_CACHE_DIR to its default (cache_dir_utils).
+# Read before torch is imported: torch writes its default into TORCHINDUCTOR_CACHE_DIR as soon as anything asks
+# for the cache dir (torch/_inductor/runtime/cache_dir_utils.py; creating a torch.optim optimizer does), so by
+# build() the variable is set whether or not the user set it.
 USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 import torch
