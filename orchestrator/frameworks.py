@@ -6,6 +6,8 @@ framework.yaml (all keys optional, unknown keys refused; the guide is docs/addin
     workload: keras_lstm          # module under workloads/ (default: the folder name with '-' -> '_')
     variants: [tensorflow, jax]   # one image per variant, built with --build-arg VARIANT=<variant>
     impls: [fused, loop]          # implementation paths the workload offers; the first is the default
+    impl_notes:                   # what each impl runs, one line each (the report's "Impls" legend)
+      fused: nn.LSTM (cuDNN on a GPU)
     python: "3.11"                # the image's Python (used by the static pin check)
     original_row: keras (tensorflow)   # the 2016 table's row this one continues, if any
     note: free text shown in the report (e.g. why a GPU cannot run it)
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from orchestrator.errors import InputError
 from orchestrator.yamlloc import describe, one_line
@@ -30,6 +32,9 @@ from orchestrator.yamlloc import describe, one_line
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 WORKLOAD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILD_CONSTRAINTS = "build-constraints.txt"
+MAX_IMPL_NOTE = 300  # one line in the report's legend
+# Variants and impls end up in image tags, cell ids and so directory names: the framework names' boring alphabet.
+SafeName = Annotated[str, Field(pattern=NAME_RE.pattern)]
 
 
 class FrameworkMeta(BaseModel):
@@ -37,12 +42,22 @@ class FrameworkMeta(BaseModel):
 
     label: str | None = None
     workload: str | None = Field(default=None, pattern=WORKLOAD_RE.pattern)
-    # Both end up in image tags, cell ids and so directory names: the same boring alphabet as framework names.
-    variants: tuple[Annotated[str, Field(pattern=NAME_RE.pattern)], ...] = ()
-    impls: tuple[Annotated[str, Field(pattern=NAME_RE.pattern)], ...] = ()
+    variants: tuple[SafeName, ...] = ()
+    impls: tuple[SafeName, ...] = ()
+    # After `impls`: its validator sees the declared names.
+    impl_notes: dict[SafeName, Annotated[str, Field(max_length=MAX_IMPL_NOTE)]] = {}
     python: str | None = None
     original_row: str | None = None
     note: str | None = None
+
+    @field_validator("impl_notes")
+    @classmethod
+    def _notes_name_declared_impls(cls, notes: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        declared = info.data.get("impls", ())
+        unknown = [name for name in notes if name not in declared]
+        if unknown:  # a typo would leave an impl undescribed and describe one that never runs
+            raise ValueError(f"describes {', '.join(unknown)}, not among impls [{', '.join(declared)}]")
+        return notes
 
 
 META_KEYS = tuple(FrameworkMeta.model_fields)

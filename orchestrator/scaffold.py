@@ -68,8 +68,12 @@ label: {name}
 workload: {module}
 # The image's Python; the static check resolves the pins for it:
 python: "{PYTHON}"
-# The paths the workload offers; the first is what a matrix's `impls: default` runs (uncomment and name yours):
+# The paths the workload offers; the first is what a matrix's `impls: default` runs (uncomment and name yours),
+# and one line each on what it runs (the report's "Impls" legend):
 # impls: [fused, loop]
+# impl_notes:
+#   fused: "<the fused layer, e.g. cuDNN's LSTM on a GPU>"
+#   loop: "<the per-timestep loop>"
 # One image per variant, each built with --build-arg VARIANT=<variant>:
 # variants: [a, b]
 # Only if this framework continues a row of the 2016 table:

@@ -149,9 +149,11 @@ def _write_figures(out: dict[str, Measured | str]) -> None:
             {k: asdict(v) if isinstance(v, Measured) else {"error": v[-2000:]} for k, v in out.items()}, indent=1))
 
 
-def run_tiny_cell(tmp: Path, name: str, variant: str | None, flavour: str) -> dict[str, Any]:
-    """One tiny CPU cell of the default impl in the image of this flavour, through the docker runner."""
-    overrides = {**TINY, "frameworks": [{"name": name, **({"variants": [variant]} if variant else {})}]}
+def run_tiny_cell(tmp: Path, name: str, variant: str | None, flavour: str, impl: str = "default") -> dict[str, Any]:
+    """One tiny CPU cell of the impl (default: the framework's first) in the image of this flavour, through the
+    docker runner."""
+    overrides = {**TINY, "frameworks": [{"name": name, **({"variants": [variant]} if variant else {})}],
+                 **({"impls": [impl]} if impl != "default" else {})}
     matrix = load_matrix(ROOT / "matrix.yaml", overrides)
     plan = expand(matrix, discover(ROOT / "images"))
     fw = plan.frameworks[name]

@@ -66,3 +66,20 @@ def test_cpu_image_builds_and_its_tiny_cell_matches_numpy(cpu_images: Any, name:
     record = run_tiny_cell(tmp_path, name, variant, "cpu")
     assert record["image"]["flavour"] == "cpu" and record["image"]["tag"] == built[key].tag
     assert_cell_matches_numpy(record)
+
+
+def test_torch_cpu_image_has_what_torchinductor_needs(cpu_images: Any, tmp_path: Path) -> None:
+    # Impl compiled in the image: TorchInductor compiles C++ with the image's g++ (OpenMP, Python's headers) into
+    # the read-only container's /tmp tmpfs, as user 10001; the cell must be ok and equivalent, not merely built.
+    built, skipped = cpu_images
+    chosen = selected()
+    if chosen is not None and "torch" not in chosen:
+        pytest.skip("torch: not in this tier's selection (LSTM_BENCH_CPU_IMAGES=torch adds it: 2.7 GB of wheels)")
+    if "torch" in skipped:
+        missing(f"torch: {skipped['torch']}")
+    assert isinstance(built["torch"], Measured), f"torch: build failed:\n{built['torch']}"
+    record = run_tiny_cell(tmp_path, "torch", None, "cpu", impl="compiled")
+    assert_cell_matches_numpy(record)
+    doc = record["workload"]
+    assert doc["impl"] == "compiled" and doc["precision_switches"]["dynamo.unique_graphs"] >= 2, doc
+

@@ -52,6 +52,20 @@ def test_torch_loop_and_fused_give_the_same_losses(tmp_path: Path) -> None:
     assert_ok_and_equivalent(loop, cell_params("torch", impl="loop"))
 
 
+def test_torch_compiled_step_is_equivalent_and_reads_back_what_it_compiled(tmp_path: Path) -> None:
+    doc = _run("torch", None, tmp_path, impl="compiled", precision="fp32")
+    assert doc["impl"] == "compiled"
+    assert_ok_and_equivalent(doc, cell_params("torch", impl="compiled", precision="fp32"))
+    switches = doc["precision_switches"]
+    # Dynamo compiled the step as two graphs at least (forward and loss, whose backward AOTAutograd derives; the
+    # SGD update), in a cache of its own: nothing was loaded from an earlier run's compile.
+    assert switches["dynamo.unique_graphs"] >= 2, switches
+    assert switches["inductor.fxgraph_cache_hit"] == 0, switches
+    # The read-back comes from the compiled forward (the attribute it sets), in float32 with TF32 off everywhere.
+    assert switches["lstm_output_dtype"] == "torch.float32" and switches["autocast_dtype"] is None
+    assert {v for k, v in switches.items() if k.endswith("fp32_precision")} == {"ieee"}, switches
+
+
 @pytest.mark.parametrize("variant", ["tensorflow", "jax", "torch"])
 def test_keras_fused_on_cpu_records_the_loop_that_ran(variant: str, tmp_path: Path) -> None:
     # No cuDNN on a CPU: the fused request must fall back and say so, not claim "fused".
@@ -150,7 +164,8 @@ def test_reference_probe_is_sensitive_to_the_update() -> None:
 
 # ------------------------------------------------------------------------------------------------ precision
 # (framework, variant, impl): every bf16 path these frameworks offer on a CPU.
-BF16_CASES = [("torch", None, "fused"), ("torch", None, "loop"), ("jax", None, "scan"), ("jax", None, "scan-unroll8"),
+BF16_CASES = [("torch", None, "fused"), ("torch", None, "loop"), ("torch", None, "compiled"), ("jax", None, "scan"),
+              ("jax", None, "scan-unroll8"),
               ("keras", "tensorflow", "default"), ("keras", "jax", "default"), ("keras", "torch", "default")]
 BF16_IDS = [f"{n}-{v or i}" for n, v, i in BF16_CASES]
 

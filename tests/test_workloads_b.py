@@ -32,6 +32,7 @@ CASES = [
     # No cuDNN on a CPU: the Keras layer runs its generic loop and must say so rather than claim "fused".
     pytest.param("tensorflow", "fused", "keras-loop", id="tensorflow-fused"),
     pytest.param("tensorflow", "loop", "loop", id="tensorflow-loop"),
+    pytest.param("tensorflow", "xla", "xla", id="tensorflow-xla"),
     pytest.param("mxnet", "fused", "fused", id="mxnet-fused"),
     pytest.param("mxnet", "loop", "loop", id="mxnet-loop"),
     pytest.param("theano", "default", "scan", id="theano", marks=slow),
@@ -58,6 +59,8 @@ def test_tiny_cell_matches_numpy_reference(name: str, impl: str, recorded: str, 
     assert doc["peak_memory_bytes"] is None  # none of these exposes a CPU peak; a number would be made up
     if impl != "default":
         assert impl in framework(name).meta.impls
+    if name == "tensorflow":  # the step as TensorFlow built it: XLA-compiled for xla alone
+        assert doc["precision_switches"]["jit_compile"] is (impl == "xla"), doc["precision_switches"]
     if name == "keras-theano":  # the row is Keras' (on Theano): framework = Keras, Theano listed beside it
         assert (doc["versions"]["framework"], doc["versions"]["theano"]) == ("2.3.1", "1.0.5")
 
@@ -109,7 +112,7 @@ def test_tensorflow_sets_tf32_off_explicitly_for_fp32(tmp_path: Path) -> None:
     assert doc["embedding_update"] == "sparse"
 
 
-@pytest.mark.parametrize("impl", ["fused", "loop"])
+@pytest.mark.parametrize("impl", ["fused", "loop", "xla"])
 def test_tensorflow_bf16_reads_back_bf16_within_its_tolerance(impl: str, tmp_path: Path) -> None:
     doc, params = _run("tensorflow", tmp_path, impl=impl, precision="bf16")
     assert_ok_and_equivalent(doc, params)
@@ -117,7 +120,7 @@ def test_tensorflow_bf16_reads_back_bf16_within_its_tolerance(impl: str, tmp_pat
     assert relative_deviation(doc, params) > 0
 
 
-@pytest.mark.parametrize("impl", ["fused", "loop"])
+@pytest.mark.parametrize("impl", ["fused", "loop", "xla"])
 def test_tensorflow_bf16_left_off_is_detected(impl: str) -> None:
     params = cell_params("tensorflow", impl=impl, precision="bf16")
     doc = run_left_off(venv_python("tensorflow"), "tensorflow_lstm", "TensorFlowLSTM", params)

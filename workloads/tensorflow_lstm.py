@@ -4,7 +4,10 @@ fused: keras.layers.LSTM, which TensorFlow runs as one cuDNN op on a GPU. use_cu
        fallback to Keras' generic loop raises instead of being timed as "fused". On a CPU there is no cuDNN:
        the same layer runs Keras' generic loop and the result says so (impl "keras-loop").
 loop:  plain TensorFlow: precomputed input projection, then tf.foldl (a tf.while_loop) over one LSTM cell.
-Both paths train the same tf.Variables with the same hand-written SGD inside one tf.function.
+xla:   the loop's step, forward, backward and SGD update, compiled as one XLA program (tf.function(jit_compile=True):
+       XLA or an error, never a silent fallback to the graph executor). The Keras layer is not offered under XLA: its
+       cuDNN op (CudnnRNNV3) has no XLA kernel (tensorflow/tensorflow#99385, keras-team/keras#18456).
+All paths train the same tf.Variables with the same hand-written SGD inside one tf.function.
 Precision: TensorFlow enables TF32 by default; every cell sets enable_tensor_float_32_execution explicitly (off for
 fp32 and bf16, on for tf32). bf16 is Keras' "mixed_bfloat16" policy on the fused path (float32 variables, bfloat16
 compute) and the same cast-in-the-step policy on the loop path. The read-back: the TF32 flag as TensorFlow reports
@@ -26,6 +29,7 @@ import tensorflow as tf
 
 from workloads import harness
 
+IMPLS = ("fused", "loop", "xla")
 # Messages of a GPU the build has no kernels for (a CUDA error surfacing through TensorFlow).
 NO_KERNEL_MARKERS = ("no kernel image", "CUDA_ERROR_NO_BINARY_FOR_GPU", "CUDA_ERROR_INVALID_PTX")
 
@@ -41,8 +45,8 @@ class TensorFlowLSTM(harness.Framework):
     def __init__(self, params: harness.Params) -> None:
         super().__init__(params)
         self.impl_used = "fused" if params.impl == "default" else params.impl
-        if self.impl_used not in ("fused", "loop"):
-            raise harness.Unsupported(f"tensorflow workload has no impl {params.impl!r} (offers fused, loop)")
+        if self.impl_used not in IMPLS:
+            raise harness.Unsupported(f"tensorflow workload has no impl {params.impl!r} (offers {', '.join(IMPLS)})")
         self._gpu_details: dict[str, Any] = {}
 
     def versions(self) -> dict[str, str | None]:
@@ -109,7 +113,8 @@ class TensorFlowLSTM(harness.Framework):
     def precision_readback(self) -> tuple[str, dict[str, Any]]:
         tf32 = bool(tf.config.experimental.tensor_float_32_execution_enabled())
         switches: dict[str, Any] = {"tensor_float_32_execution_enabled": tf32, **self._traced}
-        if self.impl_used != "loop":
+        switches["jit_compile"] = bool(self._train_step._jit_compile)  # the step as built, not the impl's name
+        if self.impl_used in ("fused", "keras-loop"):
             lstm = self._model.layers[1]
             switches["dtype_policy"] = lstm.dtype_policy.name
             switches["variable_dtype"] = lstm.variable_dtype
@@ -128,7 +133,7 @@ class TensorFlowLSTM(harness.Framework):
         lr = tf.constant(p.lr, tf.float32)
         variables = self.variables
 
-        @tf.function
+        @tf.function(jit_compile=self.impl_used == "xla")  # XLA compiles on the first call: the first probe step
         def train_step(tokens: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
                 logits = self._forward(tokens)

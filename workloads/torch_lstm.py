@@ -1,7 +1,17 @@
 """PyTorch: Embedding -> LSTM -> last step -> Linear, plain SGD. Model, step and sync only; the rest is the harness.
 
-impl "fused" (default) runs nn.LSTM (cuDNN on GPU, ATen's fused kernel on CPU); "loop" runs nn.LSTMCell once per
-timestep, with the same weights, as a hand-written recurrent loop would.
+impl "fused" (default) runs nn.LSTM (cuDNN on GPU, ATen's fused kernel on CPU); "loop" runs nn.LSTMCell's cell
+written out with F.linear once per timestep, with the same weights, as a hand-written recurrent loop would;
+"compiled" is torch.compile (default mode, TorchInductor) of the whole training step over that same loop.
+Why over the loop and not nn.LSTM: Dynamo graph-breaks on nn.RNN/GRU/LSTM modules unless the experimental
+torch._dynamo.config.allow_rnn is set (torch/_dynamo/variables/builder.py), so a compiled nn.LSTM step would run the
+LSTM itself eagerly and compile only the embedding, the dense layer and SGD around it. What gets compiled: Dynamo
+unrolls the timestep loop into one graph of forward and loss, AOTAutograd derives its backward graph, and the
+optimizer step is a second graph; `loss.backward()` is a graph break in default mode (Dynamo's trace_autograd_ops is
+off), so eager autograd runs the compiled backward as one node. The dynamo counters (graphs, breaks, Inductor cache
+hits) are read back with the precision switches, and a step that compiled no graph fails instead of timing eager.
+Compilation happens in the first call, i.e. the harness's first probe step, in a fresh Inductor cache per process,
+so the compile is cold whatever ran before on the host (unless TORCHINDUCTOR_CACHE_DIR is set: that cache is used).
 Precision: every TF32 switch PyTorch has is set explicitly (set_tf32) and read back (read_tf32); bf16 is
 torch.autocast(dtype=bfloat16) around the forward pass and the loss, with float32 parameters and SGD (PyTorch's
 mixed precision), except the fused LSTM: it gets bfloat16 copies of its weights and input explicitly, outside
@@ -9,11 +19,20 @@ autocast, because autocast's cuDNN RNN wrapper casts to float16 whatever autocas
 (aten/src/ATen/cudnn/AutocastRNN.cpp). The read-back adds the dtype the LSTM's weights and output actually had.
 """
 
+# ruff: noqa: E402 (USER_INDUCTOR_CACHE must be read before torch is imported)
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 from typing import Any
+
+# Read before torch is imported: torch writes its default into TORCHINDUCTOR_CACHE_DIR as soon as anything asks
+# for the cache dir (torch/_inductor/runtime/cache_dir_utils.py; creating a torch.optim optimizer does), so by
+# build() the variable is set whether or not the user set it.
+USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +41,7 @@ from torch.func import functional_call
 
 from workloads import harness
 
-IMPLS = ("fused", "loop")
+IMPLS = ("fused", "loop", "compiled")
 # PyTorch's TF32 switches (the fp32_precision API of 2.9+; mixing it with the older allow_tf32 flags raises).
 TF32_SWITCHES = ("cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn")
 
@@ -61,6 +80,8 @@ def read_tf32(torch: Any) -> tuple[bool, dict[str, Any]]:
 
 
 class _Model(nn.Module):
+    """The benchmark's model; every impl but "fused" (loop, compiled) runs the cell written out in forward()."""
+
     def __init__(self, w: harness.Weights, impl: str, bf16: bool = False) -> None:
         super().__init__()
         self.bf16 = bf16
@@ -162,6 +183,10 @@ class TorchLSTM(harness.Framework):
         switches["lstm_output_dtype"] = str(self.model.lstm_dtype)
         weights_dtype = getattr(self.model, "lstm_weights_dtype", None)  # fused only: the loop's are autocast's
         switches["lstm_weights_dtype"] = str(weights_dtype) if weights_dtype is not None else None
+        if self.impl_used == "compiled":
+            # lstm_dtype above is set inside the compiled forward: Dynamo replays that attribute store after every
+            # call of the compiled graph, with the dtype the traced graph computes in.
+            switches.update(compile_counters())
         bf16 = self.model.lstm_dtype == torch.bfloat16
         return harness.mode_from(tf32=tf32 and self.device.type == "cuda", bf16=bf16), switches
 
@@ -169,6 +194,10 @@ class TorchLSTM(harness.Framework):
         self.model = _Model(weights, self.impl_used, bf16=self.autocast_dtype is not None).to(self.device)
         self.trainable = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = torch.optim.SGD(self.trainable, lr=self.params.lr)
+        self._step = self._first_compiled_step if self.impl_used == "compiled" else self._train_step
+        if self.impl_used == "compiled":
+            fresh_inductor_cache()
+            self._compiled = torch.compile(self._train_step)  # default mode, Inductor; compiles on the first call
         if self.autocast_dtype is not None and self.device.type == "cpu" and self.impl_used == "fused":
             # oneDNN's bf16 LSTM needs CPU support (avx512_bf16 / AMX); without it the fused op cannot be built.
             try:
@@ -201,7 +230,16 @@ class TorchLSTM(harness.Framework):
         )
 
     def step(self, batch: Any) -> Any:
-        tokens, labels = batch
+        return self._step(*batch)
+
+    def _first_compiled_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = self._compiled(tokens, labels)
+        if compile_counters()["dynamo.unique_graphs"] < 1:
+            raise RuntimeError("torch.compile compiled no graph of the training step: it would time eager PyTorch")
+        self._step = self._compiled  # checked once: the timed steps call the compiled step directly
+        return loss
+
+    def _train_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
@@ -233,6 +271,34 @@ class TorchLSTM(harness.Framework):
         if getattr(self, "device", None) is not None and self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
         return "cpu"
+
+
+def fresh_inductor_cache() -> None:
+    """Point TorchInductor (and Triton under it) at a new empty cache for this process, removed at exit: a warm
+    cache left by an earlier cell would turn the compile into a cache load, and the first step's time would depend
+    on what ran before. An explicit TORCHINDUCTOR_CACHE_DIR is the user's choice and is kept.
+
+    The process's temporary directory moves there too: Inductor keeps its precompiled C++ headers under
+    tempfile.gettempdir(), not under its cache dir (torch/_inductor/codecache.py _HEADER_DIR, computed when that
+    module is first imported, i.e. at the first compile), and the compiler's and compile workers' files follow TMPDIR.
+    """
+    if USER_INDUCTOR_CACHE:
+        return
+    path = tempfile.mkdtemp(prefix="lstm-bench-inductor-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TMPDIR"] = tempfile.tempdir = path
+
+
+def compile_counters() -> dict[str, int]:
+    """What torch.compile did in this process, from Dynamo's own counters: graphs compiled, graph breaks, and
+    Inductor's FX-graph cache hits (0 on a cold cache)."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "dynamo.unique_graphs": int(counters["stats"]["unique_graphs"]),
+        "dynamo.graph_breaks": int(sum(counters["graph_break"].values())),
+        "inductor.fxgraph_cache_hit": int(counters["inductor"]["fxgraph_cache_hit"]),
+    }
 
 
 def _arch_supported(capability: int, archs: list[str]) -> bool:

@@ -28,6 +28,7 @@ class Row:
     label: str
     original_row: str | None  # the 2016 row this one continues
     note: str | None = None
+    impl_note: str | None = None  # what this impl runs (framework.yaml impl_notes; report/impls_table.py)
 
 
 @dataclass
@@ -176,13 +177,21 @@ def _rows(records: tuple[CellRecord, ...], frameworks: dict[str, Framework], bas
         if key[4] is not None:  # the run's batch keeps the plain label; another batch size says so
             label = f"{label} (batch {key[4]})"
         rows[key] = Row(key, label, original_row_for(rec.label, fw, rec.variant, baseline),
-                        fw.meta.note if fw else None)
+                        fw.meta.note if fw else None, _impl_note(fw, rec))
     # 2016 rows first in the 2016 order; within one, and for the rest, the run's (plan) order; the batch sizes of
     # one row together, smallest first (a capacity search's probes run in search order, not size order).
     order = {name: i for i, name in enumerate(baseline.rows)}
     first = {k[:4]: i for i, k in reversed(list(enumerate(rows)))}
     return sorted(rows.values(), key=lambda r: (order.get(r.original_row or "", len(order)), first[r.key[:4]],
                                                 r.key[4] or 0))
+
+
+def _impl_note(fw: Framework | None, rec: CellRecord) -> str | None:
+    """The description of the impl that ran, else of the one asked for: a fallback the workload records under its
+    own name (TensorFlow's fused on a CPU records keras-loop) is described by the impl that was asked for."""
+    notes = fw.meta.impl_notes if fw else {}
+    asked = (rec.cell_params or {}).get("impl")
+    return notes.get(rec.impl) or (notes.get(asked) if isinstance(asked, str) else None)
 
 
 # The 2016 workload's parameters (../shared/seed/NOTES.md); the hidden size is matched cell by cell.

@@ -48,7 +48,7 @@ def render_markdown(a: Analysis, title: str, tables: list[Table], plots: list[tu
     out += ["## Plots", ""]
     out += [f"![{md_escape(caption)}]({name})\n" for name, caption in plots]
     out += [f"_{md_escape(note)}._\n" for note in skipped]
-    for key in ("capacity", "detail", "startup", "failures", "peaks", "machine", "versions", "manifest"):
+    for key in ("capacity", "impls", "detail", "startup", "failures", "peaks", "machine", "versions", "manifest"):
         if by_key[key].rows:
             out.append(section(by_key[key]))
     out.append("FLOP counts, statistics and the baseline's sources are explained in docs/report.md.\n")

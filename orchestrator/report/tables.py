@@ -340,10 +340,11 @@ def versions_table(a: Analysis) -> Table:
 
 
 def all_tables(a: Analysis) -> list[Table]:
-    from orchestrator.report.capacity_table import capacity_table  # both build on this module's Table
+    from orchestrator.report.capacity_table import capacity_table  # these build on this module's Table
+    from orchestrator.report.impls_table import impls_table
     from orchestrator.report.machine import machine_table
     from orchestrator.report.startup import startup_table
 
     return [original_table(a), relative_table(a), baseline_table(a), detail_table(a), failure_table(a), peak_table(a),
             machine_table(a), versions_table(a), manifest_table(a.run.manifest),
-            capacity_table(a), startup_table(a)]
+            capacity_table(a), impls_table(a), startup_table(a)]
