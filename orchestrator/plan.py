@@ -128,7 +128,20 @@ def missing_workloads(plan: Plan) -> list[str]:
     ]
 
 
+def check_impls(wanted: Any, available: dict[str, Framework]) -> None:
+    """A listed impl that no framework declares is a typo: without this it would be dropped silently and every
+    framework would run its default. (An impl only some frameworks declare is normal: the others skip it.)"""
+    if wanted in ("default", "all"):
+        return
+    declared = sorted({i for fw in available.values() for i in fw.meta.impls})
+    unknown = [i for i in wanted if i not in declared]
+    if unknown:
+        raise InputError(f"impls: {', '.join(repr(i) for i in unknown)} is no framework's impl "
+                         f"(declared in images/*/framework.yaml: {', '.join(declared) or 'none'})")
+
+
 def expand(matrix: Matrix, available: dict[str, Framework]) -> Plan:
+    check_impls(matrix.impls, available)
     if matrix.frameworks == "all":
         entries: list[tuple[str, tuple[str, ...] | None]] = [(name, None) for name in all_in_order(available)]
     else:

@@ -116,3 +116,13 @@ def test_expand_refuses_unknown_frameworks_and_variants() -> None:
         expand(parse_matrix("frameworks: ['chaos:nope']\n", "m.yaml"), available)
     with pytest.raises(InputError, match="declares no variants"):
         expand(parse_matrix("frameworks: ['broken:x']\n", "m.yaml"), available)
+
+
+def test_expand_refuses_an_impl_no_framework_declares() -> None:
+    available = discover(ROOT / "images")
+    # Declared by torch only: the other frameworks run their default, as documented.
+    plan = expand(parse_matrix("frameworks: [torch, jax]\nimpls: [compiled]\n", "m.yaml"), available)
+    jax_default = available["jax"].meta.impls[0]
+    assert {(c.framework, c.impl) for c in plan.cells} == {("torch", "compiled"), ("jax", jax_default)}
+    with pytest.raises(InputError, match=r"impls: 'compild' is no framework's impl \(declared in .*compiled"):
+        expand(parse_matrix("frameworks: [torch]\nimpls: [compild, loop]\n", "m.yaml"), available)
