@@ -98,8 +98,8 @@ class CellRecord(BaseModel):
         found = ID_TAIL.search(self.cell_id)
         said = int(found[2]) if found and found[2] else None
         if said != self.batch:
-            mine = "the matrix's" if self.batch is None else self.batch
-            return f"is of batch {mine}, but its cell id {self.cell_id!r} says {said or 'the matrix’s'}"
+            mine, theirs = (self.batch or "the matrix's"), (said or "the matrix's")
+            return f"is of batch {mine}, but its cell id {self.cell_id!r} says {theirs}"
         if self.batch is not None and self.params is not None and self.params.get("batch") != self.batch:
             return f"is of batch {self.batch}, but its params say {self.params.get('batch')!r}"
         return None
