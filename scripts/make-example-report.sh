@@ -15,7 +15,9 @@ out=reports/example-cpu
 
 # Every framework the local runner can build an environment for, by name (the report orders the 2016 rows first).
 frameworks=$(ls images/*/requirements-cpu*.txt | cut -d/ -f2 | sort -u | paste -sd, -)
-args=(matrix.yaml --runner local --device cpu --only "$frameworks" --hidden 16,32,64
+# Each framework's default impl, plus the compiled paths (torch compiled, TensorFlow xla: docs/matrix.md "Impls"),
+# so the example shows what compiling costs before the first step and what it buys after.
+args=(matrix.yaml --runner local --device cpu --only "$frameworks" --hidden 16,32,64 --set "impls=[fused,compiled,xla]"
       --set batch=16 --set seq_len=16 --set vocab=1000 --set iters=12 --set warmup=2
       --set timeout_s=900 --set repeats=1 --set name=example-cpu --out "$out" -q)
 
