@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from orchestrator.capacity import STEP, first_probe, load_capacity, next_probe, search
+from orchestrator.capacity import STEP, Capacity, first_probe, load_capacity, next_probe, search
 from orchestrator.errors import InputError
 from orchestrator.frameworks import discover
 from orchestrator.matrix import parse_matrix
@@ -105,15 +105,21 @@ CAPACITY_ARGS = ["--only", "numpy-reference", "--device", "cpu", "--hidden", "12
                  "--set", "warmup=0", "--build-arg", BUILD_ARG]
 
 
-@pytest.mark.docker
-def test_capacity_finds_the_host_oom_boundary_of_numpy_reference(base_image: str, project_copy,
-                                                                 tmp_path: Path) -> None:
+def capacity_run(project_copy, tmp_path: Path, args: list[str]) -> tuple[Path, Path, Capacity]:
+    """One `capacity` run on a copy of the project: (the project, the run directory, its complete capacity.json)."""
     project = project_copy()
     out = tmp_path / "cap"
-    proc = run_cli(["capacity", "matrix.yaml", *CAPACITY_ARGS, "--out", str(out)], cwd=project)
+    proc = run_cli(["capacity", "matrix.yaml", *args, "--out", str(out)], cwd=project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = load_capacity(out)
     assert found is not None and found.complete
+    return project, out, found
+
+
+@pytest.mark.docker
+def test_capacity_finds_the_host_oom_boundary_of_numpy_reference(base_image: str, project_copy,
+                                                                 tmp_path: Path) -> None:
+    project, out, found = capacity_run(project_copy, tmp_path, CAPACITY_ARGS)
     (s,) = found.series
     assert s.framework == "numpy-reference" and s.failed_status == "host-oom"
     assert s.largest_ok is not None and s.smallest_failed == s.largest_ok + STEP
@@ -150,12 +156,8 @@ BATCH_ARGS = ["--axis", "batch", "--only", "numpy-reference", "--device", "cpu",
 @pytest.mark.docker
 def test_capacity_by_batch_finds_the_host_oom_boundary_of_numpy_reference(base_image: str, project_copy,
                                                                           tmp_path: Path) -> None:
-    project = project_copy()
-    out = tmp_path / "cap"
-    proc = run_cli(["capacity", "matrix.yaml", *BATCH_ARGS, "--out", str(out)], cwd=project)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    found = load_capacity(out)
-    assert found is not None and found.complete and found.axis == "batch"
+    project, out, found = capacity_run(project_copy, tmp_path, BATCH_ARGS)
+    assert found.axis == "batch"
     (s,) = found.series
     assert (s.framework, s.hidden, s.failed_status) == ("numpy-reference", 64, "host-oom")
     assert s.largest_ok is not None and s.smallest_failed == s.largest_ok + 8

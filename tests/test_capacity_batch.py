@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from orchestrator.report.tables import answer_lines
 from orchestrator.results import CellRecord, Status
 from orchestrator.store import RunStore
 from tests.conftest import ROOT, run_cli
+from tests.test_capacity import FakeStore
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -41,15 +41,6 @@ def test_a_cell_of_its_own_batch_has_its_own_id_and_params() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ search
-class FakeStore:
-    def __init__(self) -> None:
-        self.status: dict[str, Status] = {}
-
-    def read_record(self, cell_id: str, run_id: str | None) -> tuple[object | None, str | None]:
-        got = self.status.get(cell_id)
-        return (SimpleNamespace(status=got), None) if got is not None else (None, "no record")
-
-
 def test_next_probe_on_the_batch_grid() -> None:
     assert next_probe(None, None, 128, 65536, BATCH_STEP) == 128
     assert next_probe(128, None, 128, 65536, BATCH_STEP) == 256
