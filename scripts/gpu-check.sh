@@ -12,7 +12,8 @@
 #   4. bf16.json        the dtype cuDNN's LSTM runs in under autocast and in the workload's explicit bf16 path
 #   5. run-fp32/        torch, jax, flax at the 2016 sizes (hidden 128..2048), --runner local --python current
 #   6. run-tf32-bf16/   the same frameworks in tf32 and bf16 at hidden 512
-#   7. SUMMARY.txt      one line per cell (status, ms), and each step's exit code
+#   7. run-compiled/    torch's compiled impl (torch.compile: Inductor and Triton) in fp32 at hidden 512, if time is left
+#   8. SUMMARY.txt      one line per cell (status, ms, first step s), and each step's exit code
 # A step that runs out of time is interrupted like Ctrl-C: the cells it finished are kept, and its report is made.
 # Without a GPU it writes nothing and exits 1 with one line. Environment: PYTHON (default python3), KIT_DIR,
 # GPU_CHECK_BUDGET_S (default 480).
@@ -85,22 +86,26 @@ probe frameworks 120
 probe nvml 30
 probe bf16 120
 
-# --- 5.-6. the main job, fp32 first; then tf32 and bf16 at hidden 512
-run() {
-  local name="$1" cap="$2"; shift 2
-  (cd "$root" && step "$name" "$cap" "$python" -m orchestrator matrix.yaml --only torch,jax,flax --runner local \
+# --- 5.-7. the main job, fp32 first; then tf32 and bf16 at hidden 512; then torch compiled
+run() {  # NAME CAP FRAMEWORKS [ARGS...]
+  local name="$1" cap="$2" only="$3"; shift 3
+  (cd "$root" && step "$name" "$cap" "$python" -m orchestrator matrix.yaml --only "$only" --runner local \
     --python current --device gpu --out "$out/$name" -q --set repeats=1 "$@" >"$out/$name.log" 2>&1)
   if [ -d "$out/$name" ] && [ ! -f "$out/$name/report.md" ]; then  # interrupted before its report
     (cd "$root" && timeout 60 "$python" -m orchestrator report "$out/$name" >>"$out/$name.log" 2>&1)
   fi
 }
 # The fp32 job gets all but 100 s of what is left (15 cells: framework start-up and XLA compiles dominate); the
-# precision job, 6 cells at hidden 512, the rest. One process per cell (repeats=1, not matrix.yaml's 3): this check
+# precision job, 6 cells at hidden 512, the rest but 120 s when over 220 s are left. One process per cell (repeats=1, not matrix.yaml's 3): this check
 # proves the host and its paths within its budget; ranking needs the main job's repeats.
-run run-fp32 $(( $(left) - 100 ))
-run run-tf32-bf16 "$(left)" --hidden 512 --set 'precision=[tf32,bf16]'
+run run-fp32 $(( $(left) - 100 )) torch,jax,flax
+# The compiled impl last, on what the others leave: its cold compile (64 unrolled timesteps, forward and backward)
+# is the one cost nobody has measured on a GPU yet, but fp32, tf32 and bf16 come first.
+cap=$(left); (( cap > 220 )) && cap=$(( cap - 120 ))
+run run-tf32-bf16 "$cap" torch,jax,flax --hidden 512 --set 'precision=[tf32,bf16]'
+run run-compiled "$(left)" torch --hidden 512 --set 'impls=[compiled]'
 
-# --- 7. one line per cell
+# --- 8. one line per cell
 "$python" - "$out" >>"$summary" 2>&1 <<'EOF'
 import json, pathlib, sys
 for record in sorted(pathlib.Path(sys.argv[1]).glob("run-*/cells/*/record.json")):
@@ -108,6 +113,8 @@ for record in sorted(pathlib.Path(sys.argv[1]).glob("run-*/cells/*/record.json")
     w = r.get("workload") or {}
     times = w.get("times_ms") or []
     ms = f"{sorted(times)[len(times) // 2]:.2f} ms median" if times else "-"
+    if w.get("first_step_s") is not None:  # the one-off cost of the first step (a JIT compile), not in the median
+        ms += f", first step {w['first_step_s']:.2f} s"
     why = (r.get("reason") or "").splitlines()[:1]
     print(f"{record.parent.parent.parent.name} {r['cell_id']} on {r.get('slot')}: {r['status']} {ms} {why[0][:160] if why else ''}")
 EOF

@@ -51,7 +51,7 @@ def test_with_a_stand_in_gpu_every_step_runs_and_keeps_its_output(tmp_path: Path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (out / "SUMMARY.txt").read_text()
     steps = [m.group(1) for m in re.finditer(r"^(\S+): exit \d+ after", summary, re.M)]
-    assert steps == ["frameworks", "nvml", "bf16", "run-fp32", "run-tf32-bf16"], summary
+    assert steps == ["frameworks", "nvml", "bf16", "run-fp32", "run-tf32-bf16", "run-compiled"], summary
     assert "run-fp32: exit 0" in summary and "run-tf32-bf16: exit 0" in summary
     nvml = json.loads((out / "nvml.json").read_text())
     assert nvml["devices"][0]["id"] == H200 and len(nvml["problems"]) == 2
@@ -64,4 +64,6 @@ def test_with_a_stand_in_gpu_every_step_runs_and_keeps_its_output(tmp_path: Path
     other = sorted((out / "run-tf32-bf16" / "cells").glob("*/record.json"))
     assert {json.loads(p.read_text())["precision"] for p in other} == {"tf32", "bf16"}
     assert (out / "run-fp32" / "report.md").is_file() and (out / "run-tf32-bf16" / "report.md").is_file()
+    compiled = [p.parent.name for p in (out / "run-compiled" / "cells").glob("*/record.json")]
+    assert compiled == ["torch-compiled-h512-r0"] and f"run-compiled {compiled[0]} on " in summary
     assert f"GPU 0: NVIDIA H200 (UUID: {H200})" in (out / "env.txt").read_text()
