@@ -37,10 +37,11 @@ def missing(reason: str, module_level: bool = False) -> NoReturn:
     pytest.skip(reason, allow_module_level=module_level)
 
 
-# CI's lanes (.ci/run): the load-tolerant image tiers run beside the rest (marker `images`), and the tests whose
-# assertions depend on timing or on a quiet host run alone afterwards (marker `timing`). Any other module, a new one
-# included, is in the main lane: the three `-m` selections cover every test exactly once.
-IMAGES_LANE = {"test_images", "test_images_cpu", "test_images_gpu"}
+# CI's lanes (.ci/run): the load-tolerant image tiers, and the other engine-bound modules that build and run images
+# (build constraints, the capacity search's real-engine probes), run beside the rest (marker `images`); the tests
+# whose assertions depend on timing or on a quiet host run alone afterwards (marker `timing`). Any other module, a new
+# one included, is in the main lane: the three `-m` selections cover every test exactly once.
+IMAGES_LANE = {"test_images", "test_images_cpu", "test_images_gpu", "test_build_constraints", "test_capacity"}
 TIMING_LANE = {"test_machine", "test_machine_real", "test_scheduler", "test_ray", "test_faults", "test_hardening"}
 
 

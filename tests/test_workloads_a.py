@@ -215,7 +215,12 @@ def test_bf16_cell_reads_back_bf16_within_its_tolerance(name: str, variant: str 
     assert relative_deviation(doc, params) > 0  # bf16 really rounds: not the float32 numbers under a bf16 label
 
 
-@pytest.mark.parametrize(("name", "variant", "impl"), BF16_CASES[1:], ids=BF16_IDS[1:])
+# Not torch compiled: its forward is the loop's, whose left-off case is here, and its read-back is shown to follow the
+# compiled graph's dtype both ways (the fp32 and bf16 tests above); one more cold compile (~30 s) would add no path.
+LEFT_OFF = [(c, i) for c, i in zip(BF16_CASES[1:], BF16_IDS[1:], strict=True) if c[2] != "compiled"]
+
+
+@pytest.mark.parametrize(("name", "variant", "impl"), [c for c, _ in LEFT_OFF], ids=[i for _, i in LEFT_OFF])
 def test_bf16_requested_but_left_off_is_detected(name: str, variant: str | None, impl: str) -> None:
     # The workload sets the fp32 switches although the cell asks for bf16: the read-back must say fp32, and the
     # orchestrator must refuse the result (invalid-output).
