@@ -59,24 +59,25 @@ def _records(a: Analysis) -> list[tuple[str, str, CellRecord]]:
 
 
 def startup_table(a: Analysis) -> Table:
-    headers = ["framework", "precision", "hidden", "repeat", "status", "import s", "build s", "first step s",
-               "first step ÷ median", "to first step s"]
+    headers = ["framework", "precision", "hidden", "repeat", "status", "import s", "set-up s", "of it build s",
+               "first step s", "first step ÷ median", "to first step s"]
     rows = []
     for label, precision, rec in _records(a):
         w = rec.workload
         assert w is not None  # _records keeps only records with a result
         rows.append([label, precision, str(rec.hidden), str(rec.repeat), rec.status.value, fmt_s(w.import_s),
-                     fmt_s(w.build_s), fmt_s(w.first_step_s), fmt_ratio(first_step_ratio(rec)),
+                     fmt_s(w.setup_s), fmt_s(w.build_s), fmt_s(w.first_step_s), fmt_ratio(first_step_ratio(rec)),
                      fmt_s(w.to_first_step_s)])
     intro = (
         "Before the timed steps, per process (repeat), in seconds; none of it is in the per-batch times. Import: "
         "from the process's start to the harness's entry (the interpreter, the framework's and the workload's "
-        "imports; from the kernel's process start time, to 10 ms). Build: the framework's build() alone (Theano and "
-        "pytensor compile their functions here). First step: the first forward + backward + update and its loss "
-        "read (JAX, TensorFlow's tf.function and torch.compile trace and compile here); ÷ median: as a multiple of "
-        "the process's median timed step. To first step: from the process's start to the end of the first step "
-        "(import, the set-up with build and data upload, the first step). The detail table's \"to first step s\" "
-        "is the median of the ok repeats."
+        "imports; from the kernel's process start time, to 10 ms). Set-up: device check, precision switches, build "
+        "and data upload (a framework that imports its back-end lazily, as Keras does, imports it here). Build: the "
+        "framework's build() alone, within set-up (Theano and pytensor compile their functions here). First step: "
+        "the first forward + backward + update and its loss read (JAX, TensorFlow's tf.function and torch.compile "
+        "trace and compile here); ÷ median: as a multiple of the process's median timed step. To first step: from "
+        "the process's start to the end of the first step (import, set-up, the first step). The detail table's "
+        "\"to first step s\" is the median of the ok repeats."
     )
     notes = [f"{NA}: not recorded (a result of workload schema 1 or 2, written before these figures; for import and "
              "to first step, a platform without the process start time; or the cell stopped before it)."]
