@@ -64,9 +64,12 @@ def test_torch_compiled_step_is_equivalent_and_reads_back_what_it_compiled(tmp_p
     # The read-back comes from the compiled forward (the attribute it sets), in float32 with TF32 off everywhere.
     assert switches["lstm_output_dtype"] == "torch.float32" and switches["autocast_dtype"] is None
     assert {v for k, v in switches.items() if k.endswith("fp32_precision")} == {"ieee"}, switches
-    # The compile is the first step's cost, recorded apart from the timed steps (a cold compile takes seconds, a
-    # tiny compiled step well under 10 ms): it must show there, not leak into the steady state.
-    assert doc["first_step_s"] > 1.0 and doc["first_step_s"] * 1000.0 > 100 * doc["stats_ms"]["median"], doc
+    # The compile is the first step's cost, recorded apart from the timed steps: every graph was compiled by the end
+    # of the first step (none after it, so no recompile was timed), and that step took the seconds a cold Inductor
+    # compile with g++ takes (a lower bound only: load can only lengthen it; no ratio to the timed steps, whose
+    # OpenMP kernels slow down by orders of magnitude on a shared 2-core machine).
+    assert switches["dynamo.unique_graphs_after_first_step"] == switches["dynamo.unique_graphs"], switches
+    assert doc["first_step_s"] > 1.0, doc["first_step_s"]
     assert doc["build_s"] <= doc["setup_s"] and doc["first_step_s"] + doc["setup_s"] <= doc["wall_s"]
 
 

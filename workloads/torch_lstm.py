@@ -187,6 +187,9 @@ class TorchLSTM(harness.Framework):
             # lstm_dtype above is set inside the compiled forward: Dynamo replays that attribute store after every
             # call of the compiled graph, with the dtype the traced graph computes in.
             switches.update(compile_counters())
+            # Graphs compiled by the end of the first step: the same count at the end means no step after it
+            # (the timed ones included) recompiled; a recompile there would be timed as a step.
+            switches["dynamo.unique_graphs_after_first_step"] = self._graphs_after_first_step
         bf16 = self.model.lstm_dtype == torch.bfloat16
         return harness.mode_from(tf32=tf32 and self.device.type == "cuda", bf16=bf16), switches
 
@@ -234,7 +237,8 @@ class TorchLSTM(harness.Framework):
 
     def _first_compiled_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss = self._compiled(tokens, labels)
-        if compile_counters()["dynamo.unique_graphs"] < 1:
+        self._graphs_after_first_step = compile_counters()["dynamo.unique_graphs"]
+        if self._graphs_after_first_step < 1:
             raise RuntimeError("torch.compile compiled no graph of the training step: it would time eager PyTorch")
         self._step = self._compiled  # checked once: the timed steps call the compiled step directly
         return loss
