@@ -29,6 +29,7 @@ class Row:
     original_row: str | None  # the 2016 row this one continues
     note: str | None = None
     impl_note: str | None = None  # what this impl runs (framework.yaml impl_notes; report/impls_table.py)
+    impl_label: str = ""  # the label without its precision and batch: every precision and batch run the same code
 
 
 @dataclass
@@ -171,13 +172,14 @@ def _rows(records: tuple[CellRecord, ...], frameworks: dict[str, Framework], bas
         if key in rows:
             continue
         fw = frameworks.get(rec.framework)
-        label = rec.label if len(impls[(rec.framework, rec.variant)]) == 1 else f"{rec.label} [{rec.impl}]"
+        impl_label = rec.label if len(impls[(rec.framework, rec.variant)]) == 1 else f"{rec.label} [{rec.impl}]"
+        label = impl_label
         if rec.precision != "fp32":  # fp32 rows keep their plain label; every other precision says so
             label = f"{label} ({rec.precision})"
         if key[4] is not None:  # the run's batch keeps the plain label; another batch size says so
             label = f"{label} (batch {key[4]})"
         rows[key] = Row(key, label, original_row_for(rec.label, fw, rec.variant, baseline),
-                        fw.meta.note if fw else None, _impl_note(fw, rec))
+                        fw.meta.note if fw else None, _impl_note(fw, rec), impl_label)
     # 2016 rows first in the 2016 order; within one, and for the rest, the run's (plan) order; the batch sizes of
     # one row together, smallest first (a capacity search's probes run in search order, not size order).
     order = {name: i for i, name in enumerate(baseline.rows)}

@@ -11,15 +11,11 @@ def impls_table(a: Analysis) -> Table:
     precision and the batch size: every precision and batch size of an impl runs the same code)."""
     rows, seen = [], set()
     for row in a.rows:
-        framework, variant, impl, precision, batch = row.key
+        framework, variant, impl = row.key[:3]
         if (framework, variant, impl) in seen:
             continue
         seen.add((framework, variant, impl))
-        label = row.label
-        # Without the precision and the batch size analyze._rows appends: every one of them runs the same code.
-        for suffix, added in ((f" (batch {batch})", batch is not None), (f" ({precision})", precision != "fp32")):
-            label = label[: -len(suffix)] if added and label.endswith(suffix) else label
-        rows.append([label, impl, row.impl_note or "not described (framework.yaml has no impl_notes entry)"])
+        rows.append([row.impl_label, impl, row.impl_note or "not described (framework.yaml has no impl_notes entry)"])
     intro = ("Which implementation path each row ran: the impl the record names, described by the framework's "
              "framework.yaml (impl_notes). Rows of one framework compare its paths on the same model and weights.")
     return Table("impls", "Impls: which implementation is which", ["row", "impl", "what it runs"], rows, intro)
