@@ -70,6 +70,17 @@ def test_counter_is_interpolated_over_the_window() -> None:
     assert counter_delta(samples[:1], "gpu_energy_j", 1000.0, 1001.0) is None
 
 
+def test_a_cells_cpu_figure_past_its_exit_is_carried_on_or_none_never_zero() -> None:
+    """A tiny cell exits between two samples: its own counters stop, the host's go on (the CI flake of stop 24)."""
+    samples = [{"t": 100.0 + 0.2 * i, "host_busy_s": 0.1 * i, "host_total_s": 0.4 * i,
+                **({"cell_cpu_s": 0.05 * i} if i <= 5 else {})} for i in range(8)]  # last CPU read at t = 101.0
+    straddles = summarise(samples, [100.9, 101.1], batches=5, period_s=0.2)
+    assert straddles is not None and straddles.cell_cpu_s == pytest.approx(0.05)  # 0.25 CPU s/s over 0.2 s
+    assert straddles.coverage == pytest.approx(0.5)
+    after = summarise(samples, [101.1, 101.2], batches=5, period_s=0.2)
+    assert after is not None and after.cell_cpu_s is None and after.host_others_share is None
+
+
 def test_gpu_summary_energy_per_batch_and_throttling() -> None:
     samples = gpu_samples(reasons=0x4)  # a power cap during t = 1002.5 .. 1004
     m = summarise(samples, [1002.0, 1008.0], batches=50, period_s=0.5)

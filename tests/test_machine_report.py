@@ -33,14 +33,24 @@ def test_a_real_run_reports_each_cells_machine_state(real_run: Path, tmp_path: P
         assert m.gpu_energy_j is None
         samples_file = real_run / "cells" / rec.cell_id / SAMPLES_FILE
         samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
-        # The process's own counters end when it exits: a timed window of a few ms after the last sample that still
-        # read them (a tiny cell, 0.2 s period) has no CPU figure, and says so by None rather than a guess.
-        last_read = max(s["t"] for s in samples if "cell_cpu_s" in s)
+        # The process's own counters end when it exits, so a tiny cell's timed window of a few ms (0.2 s period) can
+        # lie after the last sample that still read them (no CPU figure: None, not a guess), straddle it (the covered
+        # part's rate carried on, and the coverage says how much was covered) or lie before it (covered whole).
+        reads = [s["t"] for s in samples if "cell_cpu_s" in s]
         assert rec.workload is not None and rec.workload.timed_window is not None
-        if rec.workload.timed_window[1] <= last_read:
-            assert m.cell_cpu_s is not None and m.host_others_share is not None
-        else:
+        t0, t1 = rec.workload.timed_window
+        t0, t1 = max(t0, samples[0]["t"]), min(t1, samples[-1]["t"])  # the summary's window: cut to the samples
+        covered = min(t1, reads[-1]) - max(t0, reads[0])
+        if covered <= 0:
             assert m.cell_cpu_s is None
+        else:
+            # The coverage is the least over the counters, so at most the CPU counter's.
+            assert m.cell_cpu_s is not None and m.coverage is not None
+            assert m.coverage <= round(covered / (t1 - t0), 3) + 0.001
+            if t1 <= reads[-1]:
+                assert m.host_others_share is not None
+            else:
+                assert m.coverage < 1
     render(real_run, tmp_path)
     rows = table_lines((tmp_path / "report.md").read_text(), "Machine state during each cell")
     assert len(rows) == len(records)
