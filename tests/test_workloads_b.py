@@ -1,4 +1,5 @@
-"""tensorflow, mxnet, theano, keras-theano and pytensor workloads, run for real in their cached CPU environments.
+"""tensorflow, mxnet, theano, keras-theano and pytensor workloads, run for real in their cached CPU environments
+(TensorFlow's precision switches: test_workloads_tensorflow).
 
 Every case is a subprocess `python -m workloads.<module>` with GPUs hidden (tests/workload_helpers.py), compared
 with the NumPy oracle: same loss before any update and after one SGD step (lr 0.5), same parameter count.
@@ -9,19 +10,13 @@ cold caches): those cases are marked slow.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from orchestrator.validity import judge
 from tests.workload_helpers import (
-    as_result,
     assert_ok_and_equivalent,
-    cell_params,
     framework,
-    relative_deviation,
-    run_left_off,
-    run_workload,
+    run_cell,
     venv_python,
 )
 
@@ -44,15 +39,9 @@ CASES = [
 ]
 
 
-def _run(name: str, tmp_path: Path, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    python = venv_python(name)
-    params = cell_params(name, **overrides)
-    return run_workload(python, framework(name).workload_module, params, tmp_path), params
-
-
 @pytest.mark.parametrize(("name", "impl", "recorded"), CASES)
 def test_tiny_cell_matches_numpy_reference(name: str, impl: str, recorded: str, tmp_path: Path) -> None:
-    doc, params = _run(name, tmp_path, impl=impl)
+    doc, params = run_cell(name, tmp_path, impl=impl)
     assert_ok_and_equivalent(doc, params)
     assert doc["impl"] == recorded
     assert doc["device"] == {"kind": "cpu", "name": "cpu"}
@@ -67,7 +56,7 @@ def test_tiny_cell_matches_numpy_reference(name: str, impl: str, recorded: str, 
 
 def test_the_default_impl_is_the_first_declared(tmp_path: Path) -> None:
     # "default" (what a matrix without `impls` sends) must mean framework.yaml's first impl, here mxnet's fused.
-    doc, _ = _run("mxnet", tmp_path, impl="default")
+    doc, _ = run_cell("mxnet", tmp_path, impl="default")
     assert framework("mxnet").meta.impls[0] == "fused" == doc["impl"]
 
 
@@ -83,51 +72,27 @@ GPU_REASONS = [
 
 @pytest.mark.parametrize(("name", "reason"), GPU_REASONS, ids=[n for n, _ in GPU_REASONS])
 def test_gpu_cell_without_a_usable_gpu_is_unsupported_with_the_reason(name: str, reason: str, tmp_path: Path) -> None:
-    doc, _ = _run(name, tmp_path, device="gpu")
+    doc, _ = run_cell(name, tmp_path, device="gpu")
     assert doc["status"] == "unsupported", doc["_log"]
     assert reason in doc["message"]
     assert doc["loss_initial"] is None and doc["times_ms"] == []
 
 
 def test_pytensor_cpu_back_end_refuses_a_gpu_cell(tmp_path: Path) -> None:
-    doc, _ = _run("pytensor", tmp_path, device="gpu", impl="numba")
+    doc, _ = run_cell("pytensor", tmp_path, device="gpu", impl="numba")
     assert doc["status"] == "unsupported"
     assert "runs on the CPU only" in doc["message"]
 
 
 @pytest.mark.parametrize("name", ["tensorflow", "mxnet", "theano", "pytensor"])
 def test_unknown_impl_is_unsupported_naming_the_offered_ones(name: str, tmp_path: Path) -> None:
-    doc, _ = _run(name, tmp_path, impl="unrolled")
+    doc, _ = run_cell(name, tmp_path, impl="unrolled")
     assert doc["status"] == "unsupported"
     assert "'unrolled'" in doc["message"]
     assert all(i in doc["message"] for i in framework(name).meta.impls)
 
 
 # ------------------------------------------------------------------------------------------------ precision
-def test_tensorflow_sets_tf32_off_explicitly_for_fp32(tmp_path: Path) -> None:
-    # TensorFlow's default is TF32 on (defect 1): an fp32 cell must read it back off.
-    doc, params = _run("tensorflow", tmp_path, impl="loop", precision="fp32")
-    assert_ok_and_equivalent(doc, params)
-    assert doc["precision_switches"]["tensor_float_32_execution_enabled"] is False
-    assert doc["embedding_update"] == "sparse"
-
-
-@pytest.mark.parametrize("impl", ["fused", "loop", "xla"])
-def test_tensorflow_bf16_reads_back_bf16_within_its_tolerance(impl: str, tmp_path: Path) -> None:
-    doc, params = _run("tensorflow", tmp_path, impl=impl, precision="bf16")
-    assert_ok_and_equivalent(doc, params)
-    assert doc["precision_switches"]["lstm_output"] == "bfloat16"
-    assert relative_deviation(doc, params) > 0
-
-
-@pytest.mark.parametrize("impl", ["fused", "loop", "xla"])
-def test_tensorflow_bf16_left_off_is_detected(impl: str) -> None:
-    params = cell_params("tensorflow", impl=impl, precision="bf16")
-    doc = run_left_off(venv_python("tensorflow"), "tensorflow_lstm", "TensorFlowLSTM", params)
-    assert doc["precision_effective"] == "fp32"
-    assert "precision read-back is 'fp32', not the 'bf16' asked for" in (judge(as_result(doc)) or "")
-
-
 # Frameworks with no bf16 path say why, at start-up, instead of running float32 under a bf16 label.
 NO_BF16 = [
     pytest.param("mxnet", "fused", "AMP casts only Convolution and FullyConnected", id="mxnet"),
@@ -140,14 +105,14 @@ NO_BF16 = [
 @pytest.mark.parametrize(("name", "impl", "reason"), NO_BF16)
 def test_bf16_without_a_bf16_path_is_unsupported_with_the_reason(name: str, impl: str, reason: str,
                                                                  tmp_path: Path) -> None:
-    doc, _ = _run(name, tmp_path, impl=impl, precision="bf16")
+    doc, _ = run_cell(name, tmp_path, impl=impl, precision="bf16")
     assert doc["status"] == "unsupported", doc["_log"]
     assert reason in doc["message"]
 
 
 @pytest.mark.parametrize(("name", "impl"), [("mxnet", "fused"), ("pytensor", "jax")])
 def test_fp32_only_frameworks_read_back_fp32(name: str, impl: str, tmp_path: Path) -> None:
-    doc, params = _run(name, tmp_path, impl=impl, precision="fp32")
+    doc, params = run_cell(name, tmp_path, impl=impl, precision="fp32")
     assert_ok_and_equivalent(doc, params)
     assert doc["precision_switches"]["NVIDIA_TF32_OVERRIDE"] == "0"
 
