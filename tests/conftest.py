@@ -43,7 +43,8 @@ def missing(reason: str, module_level: bool = False) -> NoReturn:
 # one included, is in the main lane: the three `-m` selections cover every test exactly once. The Theano family's
 # cells (test_workloads_b: cold C and numba compiles, ~4 min from fresh) go beside the image builds, which wait on the
 # network much of the time, so that the two lanes end together (fresh, measured: images 696 s, main 1195 s before;
-# after, images 1196 s, main 992 s: TensorFlow's precision cases, ~100 s, moved back in test_workloads_tensorflow).
+# then images 1196 s, main 992 s, so TensorFlow's precision cases moved back, in test_workloads_tensorflow: 1177 s and
+# 1154 s). Both lanes are CPU-bound on a 2-core machine now: a shorter CI needs less CPU work, not another split.
 IMAGES_LANE = {"test_images", "test_images_cpu", "test_images_gpu", "test_build_constraints", "test_capacity",
                "test_workloads_b"}
 TIMING_LANE = {"test_machine", "test_machine_real", "test_scheduler", "test_ray", "test_faults", "test_hardening"}
