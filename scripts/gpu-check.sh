@@ -96,8 +96,9 @@ run() {  # NAME CAP FRAMEWORKS [ARGS...]
   fi
 }
 # The fp32 job gets all but 100 s of what is left (15 cells: framework start-up and XLA compiles dominate); the
-# precision job, 6 cells at hidden 512, the rest but 120 s when over 220 s are left. One process per cell (repeats=1, not matrix.yaml's 3): this check
-# proves the host and its paths within its budget; ranking needs the main job's repeats.
+# precision job, 6 cells at hidden 512, the rest but 120 s when over 220 s are left. One process per cell (repeats=1,
+# not matrix.yaml's 3): this check proves the host and its paths within its budget; ranking needs the main job's
+# repeats.
 run run-fp32 $(( $(left) - 100 )) torch,jax,flax
 # The compiled impl last, on what the others leave: its cold compile (64 unrolled timesteps, forward and backward)
 # is the one cost nobody has measured on a GPU yet, but fp32, tf32 and bf16 come first.

@@ -23,8 +23,8 @@ from tests.workload_helpers import (
     framework,
     reference_losses,
     relative_deviation,
+    run_cell,
     run_left_off,
-    run_workload,
     venv_python,
 )
 
@@ -37,15 +37,9 @@ IDS = [f"{n}-{v}" if v else n for n, v in CASES]
 CLASSES = {"torch": "TorchLSTM", "jax": "JaxLSTM", "keras": "KerasLSTM"}
 
 
-def _run(name: str, variant: str | None, tmp_path: Path, **overrides: object) -> dict:
-    python = venv_python(name, variant)
-    params = cell_params(name, variant, **overrides)
-    return run_workload(python, framework(name).workload_module, params, tmp_path)
-
-
 def test_torch_loop_and_fused_give_the_same_losses(tmp_path: Path) -> None:
-    fused = _run("torch", None, tmp_path / "fused", impl="fused")
-    loop = _run("torch", None, tmp_path / "loop", impl="loop")
+    fused, _ = run_cell("torch", tmp_path / "fused", impl="fused")
+    loop, _ = run_cell("torch", tmp_path / "loop", impl="loop")
     assert (fused["impl"], loop["impl"]) == ("fused", "loop")
     for key in ("loss_initial", "loss_after_one_step", "loss_final"):
         assert loop[key] == pytest.approx(fused[key], rel=1e-5), key
@@ -53,7 +47,7 @@ def test_torch_loop_and_fused_give_the_same_losses(tmp_path: Path) -> None:
 
 
 def test_torch_compiled_step_is_equivalent_and_reads_back_what_it_compiled(tmp_path: Path) -> None:
-    doc = _run("torch", None, tmp_path, impl="compiled", precision="fp32")
+    doc, _ = run_cell("torch", tmp_path, impl="compiled", precision="fp32")
     assert doc["impl"] == "compiled"
     assert_ok_and_equivalent(doc, cell_params("torch", impl="compiled", precision="fp32"))
     switches = doc["precision_switches"]
@@ -76,8 +70,8 @@ def test_torch_compiled_step_is_equivalent_and_reads_back_what_it_compiled(tmp_p
 @pytest.mark.parametrize("variant", ["tensorflow", "jax", "torch"])
 def test_keras_fused_on_cpu_records_the_loop_that_ran(variant: str, tmp_path: Path) -> None:
     # No cuDNN on a CPU: the fused request must fall back and say so, not claim "fused".
-    fused = _run("keras", variant, tmp_path / "fused", impl="fused")
-    loop = _run("keras", variant, tmp_path / "loop", impl="loop")
+    fused, _ = run_cell("keras", tmp_path / "fused", variant, impl="fused")
+    loop, _ = run_cell("keras", tmp_path / "loop", variant, impl="loop")
     assert (fused["impl"], loop["impl"]) == ("loop", "loop")
     assert fused["versions"]["backend"] == variant
     for key in ("loss_initial", "loss_after_one_step", "loss_final"):
@@ -108,7 +102,7 @@ except harness.Unsupported as exc:
 
 @pytest.mark.parametrize(("name", "variant"), [("torch", None), ("jax", None), ("keras", "jax")])
 def test_unknown_impl_is_unsupported(name: str, variant: str | None, tmp_path: Path) -> None:
-    doc = _run(name, variant, tmp_path, impl="cudnn-v2")
+    doc, _ = run_cell(name, tmp_path, variant, impl="cudnn-v2")
     assert doc["status"] == "unsupported"
     assert "cudnn-v2" in doc["message"] and all(i in doc["message"] for i in framework(name).meta.impls)
 
@@ -179,7 +173,7 @@ BF16_IDS = [f"{n}-{v or i}" for n, v, i in BF16_CASES]
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=IDS)
 def test_fp32_cell_sets_and_reads_back_fp32(name: str, variant: str | None, tmp_path: Path) -> None:
-    doc = _run(name, variant, tmp_path, precision="fp32")
+    doc, _ = run_cell(name, tmp_path, variant, precision="fp32")
     assert_ok_and_equivalent(doc, cell_params(name, variant, precision="fp32"))
     switches = doc["precision_switches"]
     assert switches["NVIDIA_TF32_OVERRIDE"] == "0"
@@ -193,7 +187,7 @@ def test_fp32_cell_sets_and_reads_back_fp32(name: str, variant: str | None, tmp_
 
 
 def test_flax_refuses_bf16_with_its_reason(tmp_path: Path) -> None:
-    doc = _run("flax", None, tmp_path, precision="bf16")
+    doc, _ = run_cell("flax", tmp_path, precision="bf16")
     assert doc["status"] == "unsupported" and "not bf16" in doc["message"], doc["message"]
 
 
@@ -206,7 +200,7 @@ def cpu_has_bf16() -> bool:
 @pytest.mark.parametrize(("name", "variant", "impl"), BF16_CASES, ids=BF16_IDS)
 def test_bf16_cell_reads_back_bf16_within_its_tolerance(name: str, variant: str | None, impl: str,
                                                         tmp_path: Path) -> None:
-    doc = _run(name, variant, tmp_path, precision="bf16", impl=impl)
+    doc, _ = run_cell(name, tmp_path, variant, precision="bf16", impl=impl)
     # oneDNN builds a bf16 LSTM natively only on CPUs with bf16 instructions (avx512_bf16, AMX): elsewhere the cell
     # must say so, not crash (a oneDNN that emulates bf16 there is held to the full check below). On a CPU with
     # them, unsupported is a failure.
@@ -234,12 +228,12 @@ def test_bf16_requested_but_left_off_is_detected(name: str, variant: str | None,
 
 
 def test_tf32_on_a_cpu_is_unsupported(tmp_path: Path) -> None:
-    doc = _run("jax", None, tmp_path, precision="tf32")
+    doc, _ = run_cell("jax", tmp_path, precision="tf32")
     assert doc["status"] == "unsupported" and "CPU cell has no TF32" in doc["message"]
 
 
 def test_jax_cudnn_impl_is_gpu_only_and_its_weight_packing_is_the_canonical_lstm(tmp_path: Path) -> None:
-    doc = _run("jax", None, tmp_path, impl="cudnn")
+    doc, _ = run_cell("jax", tmp_path, impl="cudnn")
     assert doc["status"] == "unsupported" and "cuDNN only" in doc["message"]
     # The packing into cuDNN's flat weights, checked on the CPU through jax's own reference LSTM (lstm_ref).
     got = _in_venv("jax", None, """

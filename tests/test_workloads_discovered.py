@@ -18,8 +18,7 @@ from tests.workload_helpers import (
     cell_params,
     cpu_cases,
     framework,
-    run_workload,
-    venv_python,
+    run_cell,
 )
 
 # Only speed, not selection: Theano's C back-end compiles for up to a minute and a half on a cold cache.
@@ -31,14 +30,9 @@ CASES = [
 ]
 
 
-def _run(name: str, variant: str | None, tmp_path: Path, **overrides: object) -> dict:
-    python = venv_python(name, variant)
-    return run_workload(python, framework(name).workload_module, cell_params(name, variant, **overrides), tmp_path)
-
-
 @pytest.mark.parametrize(("name", "variant"), CASES)
 def test_tiny_cpu_cell_matches_numpy_reference(name: str, variant: str | None, tmp_path: Path) -> None:
-    doc = _run(name, variant, tmp_path)
+    doc, _ = run_cell(name, tmp_path, variant)
     assert_ok_and_equivalent(doc, cell_params(name, variant))
     declared = framework(name).meta.impls
     # The impl that ran, named by the workload: a declared framework never leaves it at "default".
@@ -50,7 +44,7 @@ def test_tiny_cpu_cell_matches_numpy_reference(name: str, variant: str | None, t
 
 @pytest.mark.parametrize(("name", "variant"), CASES)
 def test_gpu_cell_without_a_gpu_is_unsupported_with_a_reason(name: str, variant: str | None, tmp_path: Path) -> None:
-    doc = _run(name, variant, tmp_path, device="gpu")
+    doc, _ = run_cell(name, tmp_path, variant, device="gpu")
     assert doc["status"] == "unsupported", doc["_log"]
     assert any(word in doc["message"].lower() for word in ("gpu", "cuda")), doc["message"]
     assert doc["loss_initial"] is None and doc["times_ms"] == []

@@ -62,10 +62,12 @@ def cell_params(name: str, variant: str | None = None, **overrides: Any) -> dict
     return {"framework": name, **({"variant": variant} if variant else {}), **TINY, **overrides}
 
 
-def run_cell(name: str, tmp_path: Path, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One tiny cell of the framework's default variant in its cached environment: (result JSON, the params)."""
-    params = cell_params(name, **overrides)
-    return run_workload(venv_python(name), framework(name).workload_module, params, tmp_path), params
+def run_cell(
+    name: str, tmp_path: Path, variant: str | None = None, **overrides: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One tiny cell in the framework's (variant's) cached environment: (result JSON, the params it ran with)."""
+    params = cell_params(name, variant, **overrides)
+    return run_workload(venv_python(name, variant), framework(name).workload_module, params, tmp_path), params
 
 
 def run_workload(

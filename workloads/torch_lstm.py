@@ -197,10 +197,11 @@ class TorchLSTM(harness.Framework):
         self.model = _Model(weights, self.impl_used, bf16=self.autocast_dtype is not None).to(self.device)
         self.trainable = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = torch.optim.SGD(self.trainable, lr=self.params.lr)
-        self._step = self._first_compiled_step if self.impl_used == "compiled" else self._train_step
+        self._step = self._train_step
         if self.impl_used == "compiled":
             fresh_inductor_cache()
             self._compiled = torch.compile(self._train_step)  # default mode, Inductor; compiles on the first call
+            self._step = self._first_compiled_step
         if self.autocast_dtype is not None and self.device.type == "cpu" and self.impl_used == "fused":
             # oneDNN's bf16 LSTM needs CPU support (avx512_bf16 / AMX); without it the fused op cannot be built.
             try:
